@@ -1,0 +1,25 @@
+# Every target installs what it needs first (idempotent; seconds when ready).
+VENV := .venv
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-test run test lint unit
+
+setup:
+	@scripts/setup.sh
+
+setup-test:
+	@scripts/setup.sh --test
+
+run: setup
+	$(VENV)/bin/inotrace serve
+
+test: setup-test
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+unit: setup-test
+	$(VENV)/bin/python -m pytest -m "not bpf" $(PYTEST_ARGS)
+
+lint: setup-test
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy

@@ -1,0 +1,3 @@
+from inotrace.cli import entry
+
+entry()

@@ -1,0 +1,190 @@
+"""Kernel struct offsets from the running kernel's BTF.
+
+BCC compiles against whatever kernel headers it finds, which on a kernel
+without its own describe another kernel's struct layouts (kernel-notes §2).
+So the BPF C never dereferences a kernel struct: it reads fields at offsets
+resolved here from ``/sys/kernel/btf/vmlinux`` and passed as ``-DOFF_*=N``.
+
+libbcc does not export ``btf__*``, but ``libbpf.so.1`` (a dependency of BCC)
+does; parsing vmlinux BTF through it takes a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .errors import InotraceError
+
+BTF_KIND_STRUCT = 4
+BTF_KIND_UNION = 5
+BTF_KIND_ENUM = 6
+BTF_KIND_ENUM64 = 19
+
+
+class _BtfType(ctypes.Structure):
+    # struct btf_type, include/uapi/linux/btf.h (stable UAPI)
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size_type", ctypes.c_uint32)]
+
+
+class _BtfMember(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
+class _BtfEnum(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("val", ctypes.c_int32)]
+
+
+def _kind(t: _BtfType) -> int:
+    return (t.info >> 24) & 0x1F
+
+
+def _vlen(t: _BtfType) -> int:
+    return t.info & 0xFFFF
+
+
+def _kflag(t: _BtfType) -> bool:
+    return bool(t.info >> 31)
+
+
+def _load_libbpf() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as e:
+        raise InotraceError(f"cannot load libbpf ({name}): {e}; install the libbpf1 package") from e
+    lib.btf__parse_raw.restype = ctypes.c_void_p
+    lib.btf__parse_raw.argtypes = [ctypes.c_char_p]
+    lib.btf__free.argtypes = [ctypes.c_void_p]
+    lib.btf__find_by_name_kind.restype = ctypes.c_int32
+    lib.btf__find_by_name_kind.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]
+    lib.btf__type_by_id.restype = ctypes.POINTER(_BtfType)
+    lib.btf__type_by_id.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.btf__name_by_offset.restype = ctypes.c_char_p
+    lib.btf__name_by_offset.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.btf__resolve_type.restype = ctypes.c_int32
+    lib.btf__resolve_type.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    return lib
+
+
+class Btf:
+    """A parsed BTF blob (normally the running kernel's)."""
+
+    def __init__(self, path: str) -> None:
+        if not os.access(path, os.R_OK):
+            raise InotraceError(f"cannot read kernel BTF at {path}: the kernel needs CONFIG_DEBUG_INFO_BTF")
+        self._lib = _load_libbpf()
+        ptr = self._lib.btf__parse_raw(os.fsencode(path))
+        if not ptr:
+            err = ctypes.get_errno()
+            raise InotraceError(f"cannot parse kernel BTF at {path}: {os.strerror(err) if err else 'invalid data'}")
+        self._btf = ctypes.c_void_p(ptr)
+        self.path = path
+
+    def close(self) -> None:
+        if self._btf:
+            self._lib.btf__free(self._btf)
+            self._btf = ctypes.c_void_p(None)
+
+    def __enter__(self) -> Btf:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _type(self, type_id: int) -> _BtfType:
+        return self._lib.btf__type_by_id(self._btf, type_id).contents
+
+    def _name(self, off: int) -> str:
+        raw = self._lib.btf__name_by_offset(self._btf, off)
+        return raw.decode() if raw else ""
+
+    def _find(self, name: str, kinds: Iterable[int]) -> int:
+        for kind in kinds:
+            tid = self._lib.btf__find_by_name_kind(self._btf, name.encode(), kind)
+            if tid > 0:
+                return int(tid)
+        raise InotraceError(f"kernel BTF has no type {name!r}")
+
+    def _members(self, type_id: int) -> list[tuple[str, int, int]]:
+        """(name, resolved type id, bit offset) of a struct/union's members."""
+        t = self._type(type_id)
+        base = ctypes.addressof(t) + ctypes.sizeof(_BtfType)
+        out = []
+        for i in range(_vlen(t)):
+            m = _BtfMember.from_address(base + i * ctypes.sizeof(_BtfMember))
+            bit_off = m.offset & 0xFFFFFF if _kflag(t) else m.offset
+            out.append((self._name(m.name_off), int(self._lib.btf__resolve_type(self._btf, m.type)), bit_off))
+        return out
+
+    def _member_bits(self, type_id: int, field: str) -> tuple[int, int] | None:
+        """Bit offset and type of `field`, looking inside anonymous members."""
+        for name, tid, bit_off in self._members(type_id):
+            if name == field:
+                return bit_off, tid
+            if not name and tid > 0 and _kind(self._type(tid)) in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+                inner = self._member_bits(tid, field)
+                if inner is not None:
+                    return bit_off + inner[0], inner[1]
+        return None
+
+    def offsetof(self, struct: str, path: str) -> int:
+        """Byte offset of `path` (dotted, e.g. ``euid.val``) in `struct`."""
+        tid = self._find(struct, (BTF_KIND_STRUCT, BTF_KIND_UNION))
+        total = 0
+        for field in path.split("."):
+            found = self._member_bits(tid, field)
+            if found is None:
+                raise InotraceError(f"kernel BTF: struct {struct} has no field {path!r}")
+            bits, tid = found
+            if bits % 8:
+                raise InotraceError(f"kernel BTF: {struct}.{path} is a bit field")
+            total += bits // 8
+        return total
+
+    def enum_value(self, enum: str, name: str) -> int:
+        tid = self._find(enum, (BTF_KIND_ENUM,))
+        t = self._type(tid)
+        base = ctypes.addressof(t) + ctypes.sizeof(_BtfType)
+        for i in range(_vlen(t)):
+            e = _BtfEnum.from_address(base + i * ctypes.sizeof(_BtfEnum))
+            if self._name(e.name_off) == name:
+                return int(e.val)
+        raise InotraceError(f"kernel BTF: enum {enum} has no value {name}")
+
+
+@dataclass(frozen=True)
+class Field:
+    macro: str
+    struct: str
+    path: str
+
+
+# Every kernel field the BPF C reads. x86-64 syscall arguments 0..2 are in
+# di, si, dx (the kprobe front end reads them from the saved user pt_regs).
+FIELDS: tuple[Field, ...] = (
+    Field("OFF_TASK_TGID", "task_struct", "tgid"),
+    Field("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
+    Field("OFF_TASK_CRED", "task_struct", "cred"),
+    Field("OFF_TASK_FILES", "task_struct", "files"),
+    Field("OFF_CRED_EUID", "cred", "euid.val"),
+    Field("OFF_FILES_FDT", "files_struct", "fdt"),
+    Field("OFF_FDTABLE_MAX_FDS", "fdtable", "max_fds"),
+    Field("OFF_FDTABLE_FD", "fdtable", "fd"),
+    Field("OFF_FILE_PRIVATE_DATA", "file", "private_data"),
+    Field("OFF_PT_REGS_ARG0", "pt_regs", "di"),
+    Field("OFF_PT_REGS_ARG1", "pt_regs", "si"),
+    Field("OFF_PT_REGS_ARG2", "pt_regs", "dx"),
+)
+
+
+def resolve_offsets(btf_path: str, fields: Iterable[Field] = FIELDS) -> dict[str, int]:
+    with Btf(btf_path) as btf:
+        return {f.macro: btf.offsetof(f.struct, f.path) for f in fields}
+
+
+def offset_cflags(offsets: Mapping[str, int]) -> list[str]:
+    return [f"-D{name}={value}" for name, value in sorted(offsets.items())]

@@ -1,0 +1,268 @@
+"""Command line: `inotrace serve`, `inotrace trace`.
+
+Every failure a user can cause or meet (bad flags, not root, no BPF, no BCC,
+no headers, port taken, unreadable BTF) ends in one line on stderr and a
+non-zero exit status, never a traceback. SIGINT/SIGTERM detach every probe
+and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+from . import __version__
+from .errors import InotraceError
+from .exporter import DEFAULT_LISTEN
+
+if TYPE_CHECKING:
+    from .records import InotifyCall
+    from .tracer import Tracer
+
+log = logging.getLogger("inotrace")
+
+POLL_MS = 50
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise InotraceError(f"{message} (see '{self.prog} --help')", code=2)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--probes",
+        choices=("auto", "tracepoint", "kprobe"),
+        default="auto",
+        help="probe backend: tracepoint (syscall tracepoints), kprobe (kprobe+kretprobe on the syscall "
+        "functions), or auto: per probe, the first of those that attaches (default: %(default)s)",
+    )
+    p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point (default: %(default)s)")
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=("debug", "info", "warn", "error"),
+        default="info",
+        help="log level (default: %(default)s)",
+    )
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+
+
+def _pid_list(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a pid: {value!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"not a pid: {value!r}")
+    return n
+
+
+def _uid(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a numeric uid: {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"not a numeric uid: {value!r}")
+    return n
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value!r}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="inotrace", description="Trace inotify instances, watches and limits with eBPF.")
+    parser.add_argument("--version", action="version", version=f"inotrace {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="run the Prometheus exporter")
+    _add_common(serve)
+    serve.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help="address to listen on; localhost only unless told otherwise (default: %(default)s)",
+    )
+    serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="(default: %(default)s)")
+    serve.add_argument(
+        "--metrics.max-comms",
+        dest="max_comms",
+        type=_positive,
+        default=200,
+        help="distinct comm label values before the rest are folded into 'other' (default: %(default)s)",
+    )
+    serve.add_argument("--log-events", dest="log_events", metavar="FILE", help="append every inotify call as JSON")
+
+    trace = sub.add_parser("trace", help="print every inotify call as it happens")
+    _add_common(trace)
+    trace.add_argument("--pid", type=_pid_list, action="append", default=[], help="only this pid/tid (repeatable)")
+    trace.add_argument("--comm", action="append", default=[], help="only this comm (repeatable)")
+    trace.add_argument("--uid", type=_uid, action="append", default=[], help="only this uid or euid (repeatable)")
+    trace.add_argument("--format", choices=("json", "table"), default="json", help="(default: %(default)s)")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level={"warn": logging.WARNING}.get(level, getattr(logging, level.upper())),
+        format="%(asctime)s level=%(levelname)s msg=%(message)s",
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def _on_signal(_sig: int, _frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _require_privileges() -> None:
+    if os.geteuid() == 0:
+        return
+    # CAP_BPF (39) and CAP_PERFMON (38) suffice on >= 5.8 without root.
+    try:
+        with open("/proc/self/status") as f:
+            capeff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        capeff = 0
+    if capeff & (1 << 38) and capeff & (1 << 39):
+        return
+    raise InotraceError("must run as root (or with CAP_BPF and CAP_PERFMON) to load BPF programs")
+
+
+def _open_log(path: str) -> TextIO:
+    try:
+        return open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the tracer
+    except OSError as e:
+        raise InotraceError(f"cannot open event log {path}: {e.strerror}") from e
+
+
+def _run_tracer(
+    args: argparse.Namespace, started: Callable[[Tracer], None], sink: Callable[[InotifyCall], None]
+) -> None:
+    """Load, attach, self-test, then poll until a signal. Always detaches."""
+    from .bpf_program import Program  # noqa: PLC0415 - bcc only when BPF is needed
+    from .tracer import Tracer  # noqa: PLC0415
+
+    _require_privileges()
+    program = Program(sysfs=args.sysfs)
+    try:
+        program.attach(args.probes)
+        tracer = Tracer(program)
+        tracer.self_test()
+        started(tracer)
+        while True:
+            for call in tracer.poll(POLL_MS):
+                sink(call)
+    except _Stop:
+        log.info("signal received, detaching probes")
+    finally:
+        program.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from .audit import Clock, InstanceIds, to_json_line  # noqa: PLC0415
+    from .exporter import Exporter  # noqa: PLC0415
+    from .labels import LabelCap  # noqa: PLC0415
+    from .metrics import InotraceCollector  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    state = {"ready": False}
+    # Bind first: a taken port should fail before seconds of BPF compiling.
+    exporter = Exporter(args.listen, args.telemetry_path, registry, ready=lambda: state["ready"])
+    log_file = _open_log(args.log_events) if args.log_events else None
+    clock, ids = Clock(), InstanceIds()
+
+    def started(tracer: Tracer) -> None:
+        registry.register(
+            InotraceCollector(
+                {
+                    "inotify_calls": tracer.calls_source(LabelCap(args.max_comms)),
+                    "exporter": tracer.self_source,
+                }
+            )
+        )
+        exporter.start()
+        state["ready"] = True
+        host, port = exporter.address[:2]
+        log.info("serving on http://%s:%s%s", f"[{host}]" if ":" in host else host, port, args.telemetry_path)
+
+    def sink(call: InotifyCall) -> None:
+        if log_file is not None:
+            log_file.write(to_json_line(call, clock, ids) + "\n")
+
+    try:
+        _run_tracer(args, started, sink)
+    finally:
+        exporter.stop()
+        if log_file is not None:
+            log_file.close()
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from .audit import Clock, Filter, InstanceIds, table_header, table_row, to_json_line  # noqa: PLC0415
+
+    keep = Filter(frozenset(args.pid), frozenset(os.fsencode(c) for c in args.comm), frozenset(args.uid))
+    clock, ids = Clock(), InstanceIds()
+    out = sys.stdout
+    fmt = to_json_line if args.format == "json" else table_row
+
+    def started(_tracer: Tracer) -> None:
+        log.info("tracing inotify calls, Ctrl-C to stop")
+        if args.format == "table":
+            print(table_header(), file=out, flush=True)
+
+    def sink(call: InotifyCall) -> None:
+        if keep(call):
+            print(fmt(call, clock, ids), file=out, flush=True)
+
+    _run_tracer(args, started, sink)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _configure_logging(args.log_level)
+        if args.ebpf:
+            from .bpf_program import Program  # noqa: PLC0415
+
+            print(Program.render(sysfs=args.sysfs))
+            return 0
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        commands = {"serve": cmd_serve, "trace": cmd_trace}
+        return commands[args.command](args)
+    except InotraceError as e:
+        print(f"inotrace: {e}", file=sys.stderr)
+        return e.code
+    except _Stop:
+        return 0
+    except BrokenPipeError:
+        # `inotrace trace | head`: the reader left; not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def entry() -> NoReturn:
+    sys.exit(main())

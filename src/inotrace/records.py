@@ -1,0 +1,182 @@
+"""The Python mirror of bpf/inotrace.h, and decoding of ring-buffer records.
+
+Kept in one place on purpose: tests/test_records_layout.py compiles the C
+header and checks every size and offset here against what the compiler says.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from dataclasses import dataclass
+
+COMM_LEN = 16
+PATH_LEN = 256
+
+REC_INOTIFY = 1
+
+F_PATH_TRUNCATED = 0x1
+F_PATH_FAULT = 0x2
+F_HAS_PATH = 0x4
+
+
+class Syscall(enum.IntEnum):
+    INOTIFY_INIT = 1
+    INOTIFY_INIT1 = 2
+    INOTIFY_ADD_WATCH = 3
+    INOTIFY_RM_WATCH = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Origin(enum.IntEnum):
+    USER = 0
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Backend(enum.IntEnum):
+    TRACEPOINT = 1
+    KPROBE = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class LostReason(enum.IntEnum):
+    RINGBUF = 0
+    INFLIGHT = 1
+    COUNTS = 2
+
+    @property
+    def label(self) -> str:
+        return {0: "ringbuf_full", 1: "inflight_full", 2: "counter_map_full"}[self.value]
+
+
+LOST_MAX = 3
+
+
+class InotifyRecC(ctypes.Structure):
+    """struct inotrace_inotify_rec"""
+
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("group", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("ret", ctypes.c_int64),
+        ("kind", ctypes.c_uint32),
+        ("syscall", ctypes.c_uint32),
+        ("tgid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("euid", ctypes.c_uint32),
+        ("fd", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("mask", ctypes.c_uint32),
+        ("wd", ctypes.c_int32),
+        ("origin", ctypes.c_uint16),
+        ("backend", ctypes.c_uint8),
+        ("rec_flags", ctypes.c_uint8),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("path", ctypes.c_char * PATH_LEN),
+    ]
+
+
+class CountKeyC(ctypes.Structure):
+    """struct inotrace_count_key"""
+
+    _fields_ = [
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("uid", ctypes.c_uint32),
+        ("err", ctypes.c_int32),
+        ("syscall", ctypes.c_uint16),
+        ("origin", ctypes.c_uint16),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+def _cstr(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
+
+
+@dataclass(frozen=True)
+class InotifyCall:
+    """One completed inotify syscall, as seen by the kernel."""
+
+    ts_ns: int
+    syscall: Syscall
+    tgid: int
+    tid: int
+    ppid: int
+    uid: int
+    euid: int
+    comm: bytes  # chosen by the traced process: untrusted
+    cgroup_id: int
+    ret: int
+    fd: int
+    flags: int
+    mask: int
+    wd: int
+    path: bytes | None  # copied from the caller's memory: untrusted
+    path_truncated: bool
+    path_fault: bool
+    group: int
+    origin: Origin
+    backend: Backend
+
+    @property
+    def ok(self) -> bool:
+        return self.ret >= 0
+
+    @property
+    def errno(self) -> int:
+        return -self.ret if self.ret < 0 else 0
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def decode(data: bytes) -> InotifyCall:
+    """Decode one ring-buffer record; raise DecodeError on a foreign shape."""
+    if len(data) < ctypes.sizeof(InotifyRecC):
+        raise DecodeError(f"record of {len(data)} bytes, expected {ctypes.sizeof(InotifyRecC)}")
+    r = InotifyRecC.from_buffer_copy(data[: ctypes.sizeof(InotifyRecC)])
+    if r.kind != REC_INOTIFY:
+        raise DecodeError(f"unknown record kind {r.kind}")
+    try:
+        syscall = Syscall(r.syscall)
+        origin = Origin(r.origin)
+        backend = Backend(r.backend)
+    except ValueError as e:
+        raise DecodeError(str(e)) from e
+    has_path = bool(r.rec_flags & F_HAS_PATH)
+    fault = bool(r.rec_flags & F_PATH_FAULT)
+    return InotifyCall(
+        ts_ns=r.ts_ns,
+        syscall=syscall,
+        tgid=r.tgid,
+        tid=r.tid,
+        ppid=r.ppid,
+        uid=r.uid,
+        euid=r.euid,
+        comm=_cstr(bytes(r.comm)),
+        cgroup_id=r.cgroup_id,
+        ret=r.ret,
+        fd=r.fd,
+        flags=r.flags,
+        mask=r.mask,
+        wd=r.wd,
+        path=_cstr(bytes(r.path)) if has_path and not fault else None,
+        path_truncated=bool(r.rec_flags & F_PATH_TRUNCATED),
+        path_fault=fault,
+        group=r.group,
+        origin=origin,
+        backend=backend,
+    )

@@ -1,0 +1,45 @@
+"""Strings chosen by traced processes (comm, paths): escaped and bounded.
+
+A traced process controls its comm and the paths it passes; they reach a
+terminal, a JSON log and Prometheus labels. Everything that is not a
+printable character is escaped (``\\xNN``, ``\\uNNNN``), a backslash is
+doubled so the escaping is unambiguous, and the result is cut at `limit`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def _escape_char(ch: str) -> str:
+    if ch == "\\":
+        return "\\\\"
+    if ch.isprintable() or ch == " ":
+        return ch
+    cp = ord(ch)
+    if cp < 0x100:
+        return f"\\x{cp:02x}"
+    if unicodedata.category(ch) == "Cs" or cp <= 0xFFFF:
+        return f"\\u{cp:04x}"
+    return f"\\U{cp:08x}"
+
+
+def escape(raw: bytes, limit: int = 4096) -> tuple[str, bool]:
+    """(escaped text, whether it was cut at `limit` characters)."""
+    text = raw.decode("utf-8", errors="surrogateescape")
+    out: list[str] = []
+    size = 0
+    for ch in text:
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte
+            piece = f"\\x{ord(ch) - 0xDC00:02x}"
+        else:
+            piece = _escape_char(ch)
+        if size + len(piece) > limit:
+            return "".join(out), True
+        out.append(piece)
+        size += len(piece)
+    return "".join(out), False
+
+
+def escape_text(raw: bytes, limit: int = 4096) -> str:
+    return escape(raw, limit)[0]

@@ -1,0 +1,144 @@
+"""Shared fixtures: a real `inotrace serve` / `trace`, a workload, scraping."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = Path(__file__).resolve().parent / "workloads"
+INOTRACE = [sys.executable, "-m", "inotrace"]
+NOBODY = 65534
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: BPF tests are the point."""
+    if not os.environ.get("CI"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        reporter.write_line(f"CI: {skipped} test(s) skipped; skips are failures here", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique_comm(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(3)}"[:15]
+
+
+def run_workload(comm: str, as_user: int | None = None) -> dict:
+    """Run the known inotify workload; return what it says it did."""
+    # World-readable copies: CI's clone may sit in a 0700 directory that
+    # another uid cannot enter. The distribution's python, not our venv.
+    base = tempfile.mkdtemp(prefix="inotrace-wl-")
+    os.chmod(base, 0o777)
+    script = os.path.join(base, "inotify_calls.py")
+    shutil.copy(WORKLOADS / "inotify_calls.py", script)
+    work = os.path.join(base, "files")
+    os.mkdir(work)
+    os.chmod(work, 0o777)
+    cmd = ["/usr/bin/python3", script, comm, work]
+    if as_user is not None:
+        cmd = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *cmd]
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60).stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return json.loads(out)
+
+
+class Running:
+    """A background inotrace process, stopped with SIGTERM on exit."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [*INOTRACE, *args], stdout=subprocess.PIPE, stderr=self.stderr, text=True, cwd=ROOT
+        )
+
+    def err_text(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def wait_for_log(self, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.err_text():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"inotrace exited {self.proc.returncode}: {self.err_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {needle!r}: {self.err_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve() -> Iterator[callable]:
+    started: list[Running] = []
+
+    def start(*extra: str) -> tuple[Running, str]:
+        port = free_port()
+        r = Running(["serve", f"--web.listen-address=127.0.0.1:{port}", *extra])
+        started.append(r)
+        r.wait_for_log("serving on")
+        return r, f"http://127.0.0.1:{port}"
+
+    yield start
+    for r in started:
+        code = r.stop()
+        assert code == 0, f"serve exited {code}: {r.err_text()}"
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None, timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+    cmd = [*INOTRACE, *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess[str], needle: str, code: int = 1) -> None:
+    assert res.returncode == code, (res.returncode, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("inotrace: "), lines
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in res.stderr
