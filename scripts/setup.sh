@@ -80,7 +80,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
   say "python packages up to date in $venv"
 else
   say "installing inotrace$extra into $venv (editable)"
-  "$venv/bin/pip" install -q --disable-pip-version-check -e ".$extra"
+  # (this machine's pip.conf names local indexes that may be absent: hide that noise)
+  "$venv/bin/pip" install -q --disable-pip-version-check -e ".$extra" 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$sum" > "$stamp"
   [ -n "$extra" ] && echo "$sum" > "$venv/.installed"
 fi

@@ -71,7 +71,7 @@ class Running:
     """A background inotrace process, stopped with SIGTERM on exit."""
 
     def __init__(self, args: list[str]) -> None:
-        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*INOTRACE, *args], stdout=subprocess.PIPE, stderr=self.stderr, text=True, cwd=ROOT
         )
@@ -98,6 +98,7 @@ class Running:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.stderr.close()
         return self.proc.returncode
 
 
@@ -126,13 +127,15 @@ def http_get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, user: int | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     cmd = [*INOTRACE, *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd, check=False, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
 
 
 def assert_one_line_error(res: subprocess.CompletedProcess[str], needle: str, code: int = 1) -> None:

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .names import INIT1_FLAG_BITS, INOTIFY_MASK_BITS, bit_names, errno_name
@@ -35,7 +35,7 @@ class Clock:
 
     def iso(self, mono_ns: int) -> str:
         ns = mono_ns + self._offset_ns
-        dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc)
+        dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
         return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
 
 

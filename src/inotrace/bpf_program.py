@@ -104,8 +104,8 @@ class Program:
         extra_cflags: list[str] | None = None,
     ) -> None:
         self._bcc = _import_bcc()
-        self.tracefs = tracefs.ensure_mounted(sysfs)
         offsets = resolve_offsets(os.path.join(sysfs, "kernel/btf/vmlinux"))
+        self.tracefs = tracefs.ensure_mounted(sysfs)
         self.syscall_prefix = self._syscall_prefix()
         wrapper = 0 if self.syscall_prefix == b"sys_" else 1
         self.cflags = [
@@ -218,8 +218,10 @@ class Program:
 
     def load_only(self, backend: str) -> list[str]:
         """Load (verify) every program of `backend` without attaching; return names."""
-        kinds = {"tracepoint": [("tp_enter_", "TRACEPOINT"), ("tp_exit_", "TRACEPOINT")],
-                 "kprobe": [("kp_enter_", "KPROBE"), ("kr_exit_", "KPROBE")]}[backend]
+        kinds = {
+            "tracepoint": [("tp_enter_", "TRACEPOINT"), ("tp_exit_", "TRACEPOINT")],
+            "kprobe": [("kp_enter_", "KPROBE"), ("kr_exit_", "KPROBE")],
+        }[backend]
         names = []
         for probe, _ in PROBES:
             for prefix, kind in kinds:

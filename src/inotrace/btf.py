@@ -39,11 +39,11 @@ class _BtfEnum(ctypes.Structure):
 
 
 def _kind(t: _BtfType) -> int:
-    return (t.info >> 24) & 0x1F
+    return int((t.info >> 24) & 0x1F)
 
 
 def _vlen(t: _BtfType) -> int:
-    return t.info & 0xFFFF
+    return int(t.info & 0xFFFF)
 
 
 def _kflag(t: _BtfType) -> bool:
@@ -96,7 +96,8 @@ class Btf:
         self.close()
 
     def _type(self, type_id: int) -> _BtfType:
-        return self._lib.btf__type_by_id(self._btf, type_id).contents
+        t: _BtfType = self._lib.btf__type_by_id(self._btf, type_id).contents
+        return t
 
     def _name(self, off: int) -> str:
         raw = self._lib.btf__name_by_offset(self._btf, off)

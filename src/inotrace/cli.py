@@ -133,23 +133,27 @@ def _on_signal(_sig: int, _frame: FrameType | None) -> None:
     raise _Stop
 
 
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
 def _require_privileges() -> None:
     if os.geteuid() == 0:
         return
     # CAP_BPF (39) and CAP_PERFMON (38) suffice on >= 5.8 without root.
-    try:
-        with open("/proc/self/status") as f:
-            capeff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, StopIteration, ValueError):
-        capeff = 0
-    if capeff & (1 << 38) and capeff & (1 << 39):
+    caps = _effective_caps()
+    if caps & (1 << 38) and caps & (1 << 39):
         return
     raise InotraceError("must run as root (or with CAP_BPF and CAP_PERFMON) to load BPF programs")
 
 
 def _open_log(path: str) -> TextIO:
     try:
-        return open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the tracer
+        return open(path, "a", buffering=1)
     except OSError as e:
         raise InotraceError(f"cannot open event log {path}: {e.strerror}") from e
 
@@ -203,7 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         exporter.start()
         state["ready"] = True
-        host, port = exporter.address[:2]
+        host, port = str(exporter.address[0]), exporter.address[1]
         log.info("serving on http://%s:%s%s", f"[{host}]" if ":" in host else host, port, args.telemetry_path)
 
     def sink(call: InotifyCall) -> None:
@@ -241,6 +245,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         args = build_parser().parse_args(argv)
         _configure_logging(args.log_level)
@@ -262,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `inotrace trace | head`: the reader left; not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def entry() -> NoReturn:

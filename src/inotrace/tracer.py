@@ -6,11 +6,13 @@ import logging
 import time
 from collections.abc import Callable
 
+from prometheus_client.core import Metric
+
 from . import selftest
 from .bpf_program import Program
 from .errors import InotraceError
-from .metrics import CallCount, ProbeRow, render_calls, render_self
 from .labels import LabelCap
+from .metrics import CallCount, ProbeRow, render_calls, render_self
 from .records import DecodeError, InotifyCall, LostReason, decode
 
 log = logging.getLogger(__name__)
@@ -62,20 +64,21 @@ class Tracer:
         problems = selftest.check(mine, exp)
         if problems:
             hint = " (inotrace must run in the host PID namespace)" if any("pid" in p for p in problems) else ""
-            raise InotraceError("start-up self-test failed, kernel struct offsets are wrong: "
-                                + "; ".join(problems) + hint)
+            raise InotraceError(
+                "start-up self-test failed, kernel struct offsets are wrong: " + "; ".join(problems) + hint
+            )
         log.info("self-test passed: BPF reads of pid/ppid/uid/euid/comm/instance match /proc")
 
     # -- metric sources ------------------------------------------------------
 
-    def calls_source(self, comms: LabelCap) -> Callable[[], list]:
-        def collect() -> list:
+    def calls_source(self, comms: LabelCap) -> Callable[[], list[Metric]]:
+        def collect() -> list[Metric]:
             rows = [CallCount.from_key(k, v) for k, v in self.program.read_counts()]
             return render_calls(rows, comms)
 
         return collect
 
-    def self_source(self) -> list:
+    def self_source(self) -> list[Metric]:
         probes = []
         for status in self.program.probes:
             for backend, err in status.tried.items():

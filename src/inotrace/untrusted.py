@@ -30,10 +30,8 @@ def escape(raw: bytes, limit: int = 4096) -> tuple[str, bool]:
     out: list[str] = []
     size = 0
     for ch in text:
-        if 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte
-            piece = f"\\x{ord(ch) - 0xDC00:02x}"
-        else:
-            piece = _escape_char(ch)
+        # surrogateescape maps an undecodable byte b to U+DC00 + b
+        piece = f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else _escape_char(ch)
         if size + len(piece) > limit:
             return "".join(out), True
         out.append(piece)

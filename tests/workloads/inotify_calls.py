@@ -48,17 +48,37 @@ def main():
     fd = fds[0]
     wds = []
     for p in files:  # 29 new watches
-        wds.append(call(log, "inotify_add_watch", libc.inotify_add_watch, fd, p.encode(), IN_MODIFY,
-                        fd=fd, path=p, mask=IN_MODIFY))
+        wds.append(
+            call(
+                log,
+                "inotify_add_watch",
+                libc.inotify_add_watch,
+                fd,
+                p.encode(),
+                IN_MODIFY,
+                fd=fd,
+                path=p,
+                mask=IN_MODIFY,
+            )
+        )
     for p in files[:7]:  # 7 modifications of existing watches, same path, new mask
-        call(log, "inotify_add_watch", libc.inotify_add_watch, fd, p.encode(), IN_ATTRIB,
-             fd=fd, path=p, mask=IN_ATTRIB)
+        call(log, "inotify_add_watch", libc.inotify_add_watch, fd, p.encode(), IN_ATTRIB, fd=fd, path=p, mask=IN_ATTRIB)
     # 1 modification through a hard link: same inode, so the same wd
-    call(log, "inotify_add_watch", libc.inotify_add_watch, fd, link.encode(), IN_CREATE,
-         fd=fd, path=link, mask=IN_CREATE)
+    call(
+        log, "inotify_add_watch", libc.inotify_add_watch, fd, link.encode(), IN_CREATE, fd=fd, path=link, mask=IN_CREATE
+    )
     missing = os.path.join(base, "does-not-exist")
-    call(log, "inotify_add_watch", libc.inotify_add_watch, fd, missing.encode(), IN_MODIFY,
-         fd=fd, path=missing, mask=IN_MODIFY)
+    call(
+        log,
+        "inotify_add_watch",
+        libc.inotify_add_watch,
+        fd,
+        missing.encode(),
+        IN_MODIFY,
+        fd=fd,
+        path=missing,
+        mask=IN_MODIFY,
+    )
     for wd in wds[:5]:
         call(log, "inotify_rm_watch", libc.inotify_rm_watch, fd, wd, fd=fd, wd=wd)
     call(log, "inotify_rm_watch", libc.inotify_rm_watch, fd, 999999, fd=fd, wd=999999)

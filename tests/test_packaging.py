@@ -1,0 +1,38 @@
+"""An installed inotrace finds its BPF sources: they travel inside the wheel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+from conftest import ROOT
+from inotrace.bpf_program import source_text
+
+
+def test_wheel_contains_bpf_sources(tmp_path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("inotrace-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "inotrace/bpf/inotrace.bpf.c" in names and "inotrace/bpf/inotrace.h" in names
+
+
+def test_source_found_through_package_resources() -> None:
+    src, include = source_text()
+    assert '#include "inotrace.h"' in src
+    assert include.endswith("bpf")
