@@ -24,7 +24,13 @@
 	!defined(OFF_TASK_CRED) || !defined(OFF_TASK_FILES) ||    \
 	!defined(OFF_CRED_EUID) || !defined(OFF_FILES_FDT) ||      \
 	!defined(OFF_FDTABLE_MAX_FDS) || !defined(OFF_FDTABLE_FD) || \
-	!defined(OFF_FILE_PRIVATE_DATA)
+	!defined(OFF_FILE_PRIVATE_DATA) || !defined(OFF_FILE_F_OP) || \
+	!defined(OFF_GROUP_Q_LEN) || !defined(OFF_GROUP_MAX_EVENTS) || \
+	!defined(OFF_GROUP_UCOUNTS) || !defined(OFF_UCOUNTS_NS) ||    \
+	!defined(OFF_UCOUNTS_UID) || !defined(OFF_UCOUNTS_UCOUNT) ||   \
+	!defined(UCOUNT_ELEM_SIZE) || !defined(UCOUNT_INOTIFY_INSTANCES) || \
+	!defined(UCOUNT_INOTIFY_WATCHES) || !defined(OFF_USER_NS_INUM) || \
+	!defined(OFF_USER_NS_UCOUNT_MAX) || !defined(UCOUNT_MAX_ELEM_SIZE)
 #error "kernel struct offsets must be passed as -DOFF_*=N (see btf.py)"
 #endif
 
@@ -76,6 +82,10 @@ BPF_HASH(inflight, __u64, struct inflight, INFLIGHT_MAX);
 BPF_HASH(counts, struct inotrace_count_key, __u64, COUNTS_MAX);
 BPF_PERCPU_ARRAY(lost, __u64, INOTRACE_LOST__MAX);
 BPF_PERCPU_ARRAY(wakeups, __u32, 1);
+/* file->f_op of inotify files, learned from the first successful
+ * inotify_init this program sees (the start-up self-test makes one):
+ * inotify_fops is a data symbol, absent from kallsyms on many kernels. */
+BPF_ARRAY(inotify_fops, __u64, 1);
 
 static __always_inline void count_lost(__u32 reason)
 {
@@ -91,12 +101,9 @@ static __always_inline void *read_ptr(void *base, __u64 off)
 	return v;
 }
 
-/* fd -> struct file -> private_data, which for an inotify file is its
- * struct fsnotify_group: the identity of the instance, shared by every fd
- * (fork, dup, SCM_RIGHTS) that refers to it. */
-static __always_inline __u64 fd_to_group(void *task, __s32 fd)
+static __always_inline void *fd_to_file(void *task, __s32 fd)
 {
-	void *files, *fdt, **fds, *file;
+	void *files, *fdt, **fds;
 	__u32 max_fds = 0;
 
 	if (fd < 0)
@@ -113,10 +120,15 @@ static __always_inline __u64 fd_to_group(void *task, __s32 fd)
 	fds = read_ptr(fdt, OFF_FDTABLE_FD);
 	if (!fds)
 		return 0;
-	file = read_ptr(fds, (__u64)fd * sizeof(void *));
-	if (!file)
-		return 0;
-	return (__u64)read_ptr(file, OFF_FILE_PRIVATE_DATA);
+	return read_ptr(fds, (__u64)fd * sizeof(void *));
+}
+
+/* For an inotify file, private_data is its struct fsnotify_group: the
+ * identity of the instance, shared by every fd (fork, dup, SCM_RIGHTS) that
+ * refers to it. */
+static __always_inline __u64 file_group(void *file)
+{
+	return file ? (__u64)read_ptr(file, OFF_FILE_PRIVATE_DATA) : 0;
 }
 
 static __always_inline __u32 task_ppid(void *task)
@@ -214,6 +226,15 @@ static __always_inline void submit(struct inotrace_inotify_rec *rec)
 	events.ringbuf_submit(rec, flags);
 }
 
+static __always_inline void learn_inotify_fops(void *file)
+{
+	__u32 zero = 0;
+	__u64 *slot = inotify_fops.lookup(&zero);
+
+	if (slot && !*slot)
+		*slot = (__u64)read_ptr(file, OFF_FILE_F_OP);
+}
+
 static __always_inline int exit_call(__u32 syscall, __s64 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -263,10 +284,14 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	/* init returns the new fd; add/rm name it. The kernel rejected a call
 	 * on a non-inotify fd, so private_data is a group only on success. */
 	rec->group = 0;
-	if (ret >= 0)
-		rec->group = fd_to_group(task, syscall == INOTRACE_SC_INOTIFY_INIT ||
-						       syscall == INOTRACE_SC_INOTIFY_INIT1
-						       ? (__s32)ret : in.fd);
+	if (ret >= 0) {
+		int is_init = syscall == INOTRACE_SC_INOTIFY_INIT || syscall == INOTRACE_SC_INOTIFY_INIT1;
+		void *file = fd_to_file(task, is_init ? (__s32)ret : in.fd);
+
+		rec->group = file_group(file);
+		if (is_init && file)
+			learn_inotify_fops(file);
+	}
 	submit(rec);
 	return 0;
 }
@@ -379,4 +404,77 @@ int kr_exit_inotify_add_watch(struct pt_regs *ctx)
 int kr_exit_inotify_rm_watch(struct pt_regs *ctx)
 {
 	return exit_call(INOTRACE_SC_INOTIFY_RM_WATCH, (__s64)PT_REGS_RC(ctx));
+}
+
+/* ---- kernel state: task_file iterator ------------------------------------ */
+
+/* Context of the task_file iterator (kernel/bpf/task_iter.c, not in any
+ * header). The verifier checks these offsets against the kernel's BTF. */
+struct bpf_iter_meta {
+	void *seq;
+	__u64 session_id;
+	__u64 seq_num;
+};
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	void *task;
+	__u32 fd;
+	void *file;
+};
+
+static __always_inline __s64 read_counter(void *base, __u64 off, __u32 size)
+{
+	__s64 v = 0;
+
+	/* atomic_long_t (8 bytes) since 5.14's ucounts rework, atomic_t before */
+	if (size == 4) {
+		__s32 v32 = 0;
+
+		bpf_probe_read_kernel(&v32, 4, base + off);
+		return v32;
+	}
+	bpf_probe_read_kernel(&v, 8, base + off);
+	return v;
+}
+
+int bpf_iter__task_file(struct bpf_iter__task_file *ctx)
+{
+	struct inotrace_instance_rec r = {};
+	void *seq = ctx->meta->seq, *file = ctx->file, *task = ctx->task;
+	void *group, *uc, *ns;
+	__u32 zero = 0;
+	__u64 *fops = inotify_fops.lookup(&zero);
+
+	if (!file || !task || !fops || !*fops)
+		return 0;
+	if ((__u64)read_ptr(file, OFF_FILE_F_OP) != *fops)
+		return 0;
+	group = read_ptr(file, OFF_FILE_PRIVATE_DATA);
+	if (!group)
+		return 0;
+	r.group = (__u64)group;
+	r.fd = ctx->fd;
+	bpf_probe_read_kernel(&r.tgid, sizeof(r.tgid), task + OFF_TASK_TGID);
+	bpf_probe_read_kernel(&r.q_len, sizeof(r.q_len), group + OFF_GROUP_Q_LEN);
+	bpf_probe_read_kernel(&r.max_events, sizeof(r.max_events), group + OFF_GROUP_MAX_EVENTS);
+	uc = read_ptr(group, OFF_GROUP_UCOUNTS);
+	r.ucounts = (__u64)uc;
+	if (uc) {
+		bpf_probe_read_kernel(&r.uid, sizeof(r.uid), uc + OFF_UCOUNTS_UID);
+		r.ucount_instances = read_counter(uc, OFF_UCOUNTS_UCOUNT +
+			UCOUNT_INOTIFY_INSTANCES * UCOUNT_ELEM_SIZE, UCOUNT_ELEM_SIZE);
+		r.ucount_watches = read_counter(uc, OFF_UCOUNTS_UCOUNT +
+			UCOUNT_INOTIFY_WATCHES * UCOUNT_ELEM_SIZE, UCOUNT_ELEM_SIZE);
+		ns = read_ptr(uc, OFF_UCOUNTS_NS);
+		if (ns) {
+			bpf_probe_read_kernel(&r.user_ns, sizeof(r.user_ns), ns + OFF_USER_NS_INUM);
+			r.max_instances = read_counter(ns, OFF_USER_NS_UCOUNT_MAX +
+				UCOUNT_INOTIFY_INSTANCES * UCOUNT_MAX_ELEM_SIZE, UCOUNT_MAX_ELEM_SIZE);
+			r.max_watches = read_counter(ns, OFF_USER_NS_UCOUNT_MAX +
+				UCOUNT_INOTIFY_WATCHES * UCOUNT_MAX_ELEM_SIZE, UCOUNT_MAX_ELEM_SIZE);
+		}
+	}
+	bpf_seq_write(seq, &r, sizeof(r));
+	return 0;
 }

@@ -87,4 +87,22 @@ struct inotrace_count_key {
 	__u32 _pad;
 };
 
+/* One inotify file in one process's fd table, written by the task_file
+ * iterator (bpf_iter__task_file): the kernel's own state, read on demand.
+ * Threads sharing a file table are visited once (the kernel skips them). */
+struct inotrace_instance_rec {
+	__u64 group;            /* struct fsnotify_group *: instance identity */
+	__u64 ucounts;          /* struct ucounts * the instance is charged to */
+	__s64 ucount_instances; /* that user's instance count, kernel's own */
+	__s64 ucount_watches;   /* that user's watch count, kernel's own */
+	__s64 max_instances;    /* its user namespace's limits */
+	__s64 max_watches;
+	__u32 tgid;
+	__s32 fd;
+	__u32 uid;              /* charged uid (euid at inotify_init), init namespace */
+	__u32 user_ns;          /* inode number of that user namespace */
+	__u32 q_len;            /* events queued now (max_events + 1 = overflowed) */
+	__u32 max_events;       /* max_queued_events when the instance was created */
+};
+
 #endif /* INOTRACE_H */

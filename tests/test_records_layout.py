@@ -14,6 +14,7 @@ from inotrace import records
 STRUCTS = {
     "inotrace_inotify_rec": records.InotifyRecC,
     "inotrace_count_key": records.CountKeyC,
+    "inotrace_instance_rec": records.InstanceRecC,
 }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import tracefs
+from . import libbpf, tracefs
 from .btf import offset_cflags, resolve_offsets
 from .errors import InotraceError
 from .records import LOST_MAX, CountKeyC
@@ -129,6 +129,7 @@ class Program:
                 raise InotraceError(f"BPF program failed to compile: {detail.strip()}") from e
         self.probes: list[ProbeStatus] = []
         self._ring_cb: Any = None
+        self._iter_link: int | None = None
 
     @staticmethod
     def render(sysfs: str = "/sys", ringbuf_pages: int = 256) -> str:
@@ -261,9 +262,30 @@ class Program:
         table = self.bpf[b"lost"]
         return [int(table.sum(table.Key(i)).value) for i in range(LOST_MAX)]
 
+    def read_instances(self) -> bytes:
+        """Run the task_file iterator once: every inotify file in every fd table.
+
+        Needs inotify's f_op, which the BPF side learns from the first
+        inotify_init it sees (the start-up self-test makes one).
+        """
+        if self._iter_link is None:
+            fn = self.bpf.load_func(b"bpf_iter__task_file", self._bcc.BPF.TRACING)
+            self._iter_link = libbpf.iter_link(fn.fd)
+        fd = libbpf.iter_open(self._iter_link)
+        chunks = []
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
+
     def map_capacity(self, name: str) -> int:
         return int(self.bpf[name.encode()].max_entries)
 
     def close(self) -> None:
+        if self._iter_link is not None:
+            os.close(self._iter_link)
+            self._iter_link = None
         with captured_stderr():
             self.bpf.cleanup()

@@ -12,13 +12,14 @@ does; parsing vmlinux BTF through it takes a few milliseconds.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from . import libbpf
 from .errors import InotraceError
 
+BTF_KIND_ARRAY = 3
 BTF_KIND_STRUCT = 4
 BTF_KIND_UNION = 5
 BTF_KIND_ENUM = 6
@@ -32,6 +33,10 @@ class _BtfType(ctypes.Structure):
 
 class _BtfMember(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
+class _BtfArray(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("index_type", ctypes.c_uint32), ("nelems", ctypes.c_uint32)]
 
 
 class _BtfEnum(ctypes.Structure):
@@ -50,33 +55,13 @@ def _kflag(t: _BtfType) -> bool:
     return bool(t.info >> 31)
 
 
-def _load_libbpf() -> ctypes.CDLL:
-    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
-    try:
-        lib = ctypes.CDLL(name, use_errno=True)
-    except OSError as e:
-        raise InotraceError(f"cannot load libbpf ({name}): {e}; install the libbpf1 package") from e
-    lib.btf__parse_raw.restype = ctypes.c_void_p
-    lib.btf__parse_raw.argtypes = [ctypes.c_char_p]
-    lib.btf__free.argtypes = [ctypes.c_void_p]
-    lib.btf__find_by_name_kind.restype = ctypes.c_int32
-    lib.btf__find_by_name_kind.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]
-    lib.btf__type_by_id.restype = ctypes.POINTER(_BtfType)
-    lib.btf__type_by_id.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-    lib.btf__name_by_offset.restype = ctypes.c_char_p
-    lib.btf__name_by_offset.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-    lib.btf__resolve_type.restype = ctypes.c_int32
-    lib.btf__resolve_type.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-    return lib
-
-
 class Btf:
     """A parsed BTF blob (normally the running kernel's)."""
 
     def __init__(self, path: str) -> None:
         if not os.access(path, os.R_OK):
             raise InotraceError(f"cannot read kernel BTF at {path}: the kernel needs CONFIG_DEBUG_INFO_BTF")
-        self._lib = _load_libbpf()
+        self._lib = libbpf.load()
         ptr = self._lib.btf__parse_raw(os.fsencode(path))
         if not ptr:
             err = ctypes.get_errno()
@@ -96,8 +81,7 @@ class Btf:
         self.close()
 
     def _type(self, type_id: int) -> _BtfType:
-        t: _BtfType = self._lib.btf__type_by_id(self._btf, type_id).contents
-        return t
+        return _BtfType.from_address(self._lib.btf__type_by_id(self._btf, type_id))
 
     def _name(self, off: int) -> str:
         raw = self._lib.btf__name_by_offset(self._btf, off)
@@ -132,8 +116,8 @@ class Btf:
                     return bit_off + inner[0], inner[1]
         return None
 
-    def offsetof(self, struct: str, path: str) -> int:
-        """Byte offset of `path` (dotted, e.g. ``euid.val``) in `struct`."""
+    def _resolve(self, struct: str, path: str) -> tuple[int, int]:
+        """(byte offset, type id) of `path` (dotted, e.g. ``euid.val``) in `struct`."""
         tid = self._find(struct, (BTF_KIND_STRUCT, BTF_KIND_UNION))
         total = 0
         for field in path.split("."):
@@ -144,7 +128,19 @@ class Btf:
             if bits % 8:
                 raise InotraceError(f"kernel BTF: {struct}.{path} is a bit field")
             total += bits // 8
-        return total
+        return total, tid
+
+    def offsetof(self, struct: str, path: str) -> int:
+        return self._resolve(struct, path)[0]
+
+    def elem_size(self, struct: str, path: str) -> int:
+        """Size of one element of the array field `path` in `struct`."""
+        tid = self._resolve(struct, path)[1]
+        t = self._type(tid)
+        if _kind(t) != BTF_KIND_ARRAY:
+            raise InotraceError(f"kernel BTF: {struct}.{path} is not an array")
+        arr = _BtfArray.from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType))
+        return int(self._lib.btf__resolve_size(self._btf, arr.type))
 
     def enum_value(self, enum: str, name: str) -> int:
         tid = self._find(enum, (BTF_KIND_ENUM,))
@@ -176,6 +172,15 @@ FIELDS: tuple[Field, ...] = (
     Field("OFF_FDTABLE_MAX_FDS", "fdtable", "max_fds"),
     Field("OFF_FDTABLE_FD", "fdtable", "fd"),
     Field("OFF_FILE_PRIVATE_DATA", "file", "private_data"),
+    Field("OFF_FILE_F_OP", "file", "f_op"),
+    Field("OFF_GROUP_Q_LEN", "fsnotify_group", "q_len"),
+    Field("OFF_GROUP_MAX_EVENTS", "fsnotify_group", "max_events"),
+    Field("OFF_GROUP_UCOUNTS", "fsnotify_group", "inotify_data.ucounts"),
+    Field("OFF_UCOUNTS_NS", "ucounts", "ns"),
+    Field("OFF_UCOUNTS_UID", "ucounts", "uid"),
+    Field("OFF_UCOUNTS_UCOUNT", "ucounts", "ucount"),
+    Field("OFF_USER_NS_INUM", "user_namespace", "ns.inum"),
+    Field("OFF_USER_NS_UCOUNT_MAX", "user_namespace", "ucount_max"),
     Field("OFF_PT_REGS_ARG0", "pt_regs", "di"),
     Field("OFF_PT_REGS_ARG1", "pt_regs", "si"),
     Field("OFF_PT_REGS_ARG2", "pt_regs", "dx"),
@@ -183,8 +188,15 @@ FIELDS: tuple[Field, ...] = (
 
 
 def resolve_offsets(btf_path: str, fields: Iterable[Field] = FIELDS) -> dict[str, int]:
+    """Every -D value the BPF C needs: field offsets, array strides, enum values."""
     with Btf(btf_path) as btf:
-        return {f.macro: btf.offsetof(f.struct, f.path) for f in fields}
+        out = {f.macro: btf.offsetof(f.struct, f.path) for f in fields}
+        out["UCOUNT_ELEM_SIZE"] = btf.elem_size("ucounts", "ucount")
+        out["UCOUNT_MAX_ELEM_SIZE"] = btf.elem_size("user_namespace", "ucount_max")
+        # enum ucount_type moves with kernel config (e.g. UCOUNT_FANOTIFY_*)
+        out["UCOUNT_INOTIFY_INSTANCES"] = btf.enum_value("ucount_type", "UCOUNT_INOTIFY_INSTANCES")
+        out["UCOUNT_INOTIFY_WATCHES"] = btf.enum_value("ucount_type", "UCOUNT_INOTIFY_WATCHES")
+        return out
 
 
 def offset_cflags(offsets: Mapping[str, int]) -> list[str]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("inotrace")
 
-POLL_MS = 50
+POLL_MS = 10  # also bounds how long a scrape waits for the main loop
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +44,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "functions), or auto: per probe, the first of those that attaches (default: %(default)s)",
     )
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point (default: %(default)s)")
+    p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point (default: %(default)s)")
     p.add_argument(
         "--log.level",
         dest="log_level",
@@ -107,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="distinct comm label values before the rest are folded into 'other' (default: %(default)s)",
     )
     serve.add_argument("--log-events", dest="log_events", metavar="FILE", help="append every inotify call as JSON")
+    serve.add_argument(
+        "--top-processes",
+        dest="top_processes",
+        type=_positive,
+        default=20,
+        help="processes exported with a pid label, the top ones by watches (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--reconcile-interval",
+        dest="reconcile_interval",
+        type=_positive,
+        default=30,
+        help="seconds between full reconciles of every instance's watches with fdinfo (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-tracked-instances",
+        dest="max_instances",
+        type=_positive,
+        default=1 << 20,
+        help="instances the live model holds at most; more are counted, not tracked (default: %(default)s)",
+    )
 
     trace = sub.add_parser("trace", help="print every inotify call as it happens")
     _add_common(trace)
@@ -169,8 +191,14 @@ def _run_tracer(
     program = Program(sysfs=args.sysfs)
     try:
         program.attach(args.probes)
-        tracer = Tracer(program)
+        tracer = Tracer(
+            program,
+            procfs=args.procfs,
+            reconcile_interval=getattr(args, "reconcile_interval", 30),
+            max_instances=getattr(args, "max_instances", 1 << 20),
+        )
         tracer.self_test()
+        tracer.seed()
         started(tracer)
         while True:
             for call in tracer.poll(POLL_MS):
@@ -197,10 +225,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     clock, ids = Clock(), InstanceIds()
 
     def started(tracer: Tracer) -> None:
+        comms = LabelCap(args.max_comms)
         registry.register(
             InotraceCollector(
                 {
-                    "inotify_calls": tracer.calls_source(LabelCap(args.max_comms)),
+                    "inotify_calls": tracer.calls_source(comms),
+                    "accounting": tracer.accounting_source(comms, args.top_processes),
                     "exporter": tracer.self_source,
                 }
             )

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .accounting import Accounting
 from .labels import LabelCap
 from .names import errno_name
 from .records import CountKeyC, Origin, Syscall
@@ -92,6 +93,117 @@ def render_calls(rows: Sequence[CallCount], comms: LabelCap) -> list[Metric]:
             err.add_metric(list(labels), value)
         out.append(err)
     return out
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force: sysctls of inotrace's own user namespace."""
+
+    user_ns: int
+    max_user_instances: int
+    max_user_watches: int
+    max_queued_events: int
+
+
+CORRECTION_KINDS = ("instance_missed", "watch_missed", "watch_removed_by_kernel")
+
+
+def render_accounting(
+    acc: Accounting, comms: LabelCap, comm_of: Callable[[int], str], top_n: int, limits: Limits
+) -> list[Metric]:
+    """Current instances and watches: by comm/uid, per top process, per user, limits."""
+    # A shared instance counts once, for its owner (lowest-numbered holder).
+    per_proc: dict[tuple[int, int], list[int]] = {}  # (tgid, uid) -> [instances, watches, deepest queue]
+    for inst in acc.instances.values():
+        if not inst.holders:
+            continue
+        row = per_proc.setdefault((inst.owner, inst.uid), [0, 0, 0])
+        row[0] += 1
+        row[1] += len(inst.watches)
+        row[2] = max(row[2], inst.q_len)
+    comm = {tgid: comm_of(tgid) for tgid, _ in per_proc}
+    comms.admit((comm[tgid], v[1] + v[0]) for (tgid, _), v in per_proc.items())
+    by_comm: dict[tuple[str, str], list[int]] = {}
+    for (tgid, uid), v in per_proc.items():
+        agg = by_comm.setdefault((comms.label(comm[tgid]), str(uid)), [0, 0])
+        agg[0] += v[0]
+        agg[1] += v[1]
+    inst_f = GaugeMetricFamily(
+        "inotrace_inotify_instances", "inotify instances now, by owner comm and charged uid", labels=["comm", "uid"]
+    )
+    watch_f = GaugeMetricFamily(
+        "inotrace_inotify_watches", "inotify watches now, by owner comm and charged uid", labels=["comm", "uid"]
+    )
+    for labels, (n_inst, n_watch) in sorted(by_comm.items()):
+        inst_f.add_metric(list(labels), n_inst)
+        watch_f.add_metric(list(labels), n_watch)
+    top = sorted(per_proc.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:top_n]
+    p_inst = GaugeMetricFamily(
+        "inotrace_process_inotify_instances",
+        "inotify instances owned by one of the top processes by watches",
+        labels=["pid", "comm", "uid"],
+    )
+    p_watch = GaugeMetricFamily(
+        "inotrace_process_inotify_watches",
+        "inotify watches of one of the top processes by watches",
+        labels=["pid", "comm", "uid"],
+    )
+    p_queue = GaugeMetricFamily(
+        "inotrace_process_inotify_queue_depth",
+        "events queued in the deepest instance of one of the top processes",
+        labels=["pid", "comm", "uid"],
+    )
+    for (tgid, uid), (n_inst, n_watch, depth) in top:
+        proc_labels = [str(tgid), comm[tgid], str(uid)]
+        p_inst.add_metric(proc_labels, n_inst)
+        p_watch.add_metric(proc_labels, n_watch)
+        p_queue.add_metric(proc_labels, depth)
+    u_inst = GaugeMetricFamily(
+        "inotrace_user_inotify_instances",
+        "inotify instances charged to a user, from the kernel's own counter",
+        labels=["uid", "user_ns"],
+    )
+    u_watch = GaugeMetricFamily(
+        "inotrace_user_inotify_watches",
+        "inotify watches charged to a user, from the kernel's own counter",
+        labels=["uid", "user_ns"],
+    )
+    max_i = GaugeMetricFamily(
+        "inotrace_inotify_max_user_instances", "per-user instance limit of a user namespace", labels=["user_ns"]
+    )
+    max_w = GaugeMetricFamily(
+        "inotrace_inotify_max_user_watches", "per-user watch limit of a user namespace", labels=["user_ns"]
+    )
+    ns_limits = {limits.user_ns: (limits.max_user_instances, limits.max_user_watches)}
+    for u in sorted(acc.users.values(), key=lambda u: (u.user_ns, u.uid)):
+        user_labels = [str(u.uid), str(u.user_ns)]
+        u_inst.add_metric(user_labels, u.instances)
+        u_watch.add_metric(user_labels, u.watches)
+        ns_limits.setdefault(u.user_ns, (u.max_instances, u.max_watches))
+    for ns, (mi, mw) in sorted(ns_limits.items()):
+        max_i.add_metric([str(ns)], mi)
+        max_w.add_metric([str(ns)], mw)
+    max_q = GaugeMetricFamily(
+        "inotrace_inotify_max_queued_events", "queue cap given to new inotify instances (fs.inotify.max_queued_events)"
+    )
+    max_q.add_metric([], limits.max_queued_events)
+    corr = CounterMetricFamily(
+        "inotrace_accounting_corrections", "corrections reconciling made to the live model, by kind", labels=["kind"]
+    )
+    for kind in CORRECTION_KINDS:
+        corr.add_metric([kind], acc.corrections.get(kind, 0))
+    drift = GaugeMetricFamily(
+        "inotrace_accounting_drift",
+        "model minus kernel, summed over users, after the last reconcile (0 = exact)",
+        labels=["resource"],
+    )
+    for resource, value in sorted(acc.drift.items()):
+        drift.add_metric([resource], value)
+    overflow = CounterMetricFamily(
+        "inotrace_accounting_untracked_instances", "instances not tracked because --max-tracked-instances was reached"
+    )
+    overflow.add_metric([], acc.overflow)
+    return [inst_f, watch_f, p_inst, p_watch, p_queue, u_inst, u_watch, max_i, max_w, max_q, corr, drift, overflow]
 
 
 @dataclass(frozen=True)

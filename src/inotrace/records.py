@@ -101,6 +101,69 @@ class CountKeyC(ctypes.Structure):
     ]
 
 
+class InstanceRecC(ctypes.Structure):
+    """struct inotrace_instance_rec"""
+
+    _fields_ = [
+        ("group", ctypes.c_uint64),
+        ("ucounts", ctypes.c_uint64),
+        ("ucount_instances", ctypes.c_int64),
+        ("ucount_watches", ctypes.c_int64),
+        ("max_instances", ctypes.c_int64),
+        ("max_watches", ctypes.c_int64),
+        ("tgid", ctypes.c_uint32),
+        ("fd", ctypes.c_int32),
+        ("uid", ctypes.c_uint32),
+        ("user_ns", ctypes.c_uint32),
+        ("q_len", ctypes.c_uint32),
+        ("max_events", ctypes.c_uint32),
+    ]
+
+
+@dataclass(frozen=True)
+class InstanceFile:
+    """One inotify fd in one process, as the kernel has it right now."""
+
+    group: int
+    ucounts: int
+    tgid: int
+    fd: int
+    uid: int  # charged uid
+    user_ns: int
+    ucount_instances: int
+    ucount_watches: int
+    max_instances: int
+    max_watches: int
+    q_len: int
+    max_events: int
+
+
+def decode_instances(data: bytes) -> list[InstanceFile]:
+    size = ctypes.sizeof(InstanceRecC)
+    if len(data) % size:
+        raise DecodeError(f"iterator output of {len(data)} bytes is not a multiple of {size}")
+    out = []
+    for off in range(0, len(data), size):
+        r = InstanceRecC.from_buffer_copy(data, off)
+        out.append(
+            InstanceFile(
+                group=r.group,
+                ucounts=r.ucounts,
+                tgid=r.tgid,
+                fd=r.fd,
+                uid=r.uid,
+                user_ns=r.user_ns,
+                ucount_instances=r.ucount_instances,
+                ucount_watches=r.ucount_watches,
+                max_instances=r.max_instances,
+                max_watches=r.max_watches,
+                q_len=r.q_len,
+                max_events=r.max_events,
+            )
+        )
+    return out
+
+
 def _cstr(raw: bytes) -> bytes:
     return raw.split(b"\0", 1)[0]
 

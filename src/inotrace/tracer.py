@@ -3,32 +3,71 @@
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 
 from prometheus_client.core import Metric
 
-from . import selftest
+from . import fdinfo, selftest
+from .accounting import Accounting
 from .bpf_program import Program
 from .errors import InotraceError
 from .labels import LabelCap
-from .metrics import CallCount, ProbeRow, render_calls, render_self
-from .records import DecodeError, InotifyCall, LostReason, decode
+from .metrics import CallCount, Limits, ProbeRow, render_accounting, render_calls, render_self
+from .records import DecodeError, InotifyCall, LostReason, decode, decode_instances
+from .untrusted import escape_text
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[InotifyCall], None]
 
 SELFTEST_TIMEOUT_S = 5.0
+SYNC_TIMEOUT_S = 5.0
+
+
+def _read_int(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _user_ns_inode(procfs: str) -> int:
+    try:
+        link = os.readlink(f"{procfs}/self/ns/user")  # "user:[4026531837]"
+        return int(link[link.index("[") + 1 : -1])
+    except (OSError, ValueError):
+        return 0
 
 
 class Tracer:
-    def __init__(self, program: Program) -> None:
+    """Owns the ring buffer (main thread only) and the live accounting model.
+
+    libbpf's ring buffer consumer must not run in two threads at once, so a
+    scrape does not drain it itself: it asks the main loop (sync()), which
+    drains, applies, reconciles with the kernel and answers.
+    """
+
+    def __init__(
+        self, program: Program, procfs: str = "/proc", reconcile_interval: float = 30.0, max_instances: int = 1 << 20
+    ) -> None:
         self.program = program
+        self.procfs = procfs
         self.records = 0
         self.invalid = 0
         self._raw: list[bytes] = []
         self._backlog: list[InotifyCall] = []
+        self.accounting = Accounting(max_instances)
+        self.lock = threading.Lock()  # guards accounting
+        self._requests: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
+        self._reconcile_interval = reconcile_interval
+        self._next_full = 0.0
+        self._lost_seen = 0
+        self._comms: dict[int, str] = {}
         program.open_ring(self._raw.append)
 
     def _drain(self, timeout_ms: int) -> list[InotifyCall]:
@@ -45,9 +84,52 @@ class Tracer:
         return calls
 
     def poll(self, timeout_ms: int) -> list[InotifyCall]:
+        """Main loop step: new calls (already applied to the model)."""
         calls = self._backlog + self._drain(timeout_ms)
         self._backlog = []
+        with self.lock:
+            for call in calls:
+                self.accounting.apply(call)
+        due = time.monotonic() >= self._next_full
+        if due or not self._requests.empty():
+            more = self._drain(0)
+            with self.lock:
+                for call in more:
+                    self.accounting.apply(call)
+                self._reconcile(full=due)
+            calls += more
+            while not self._requests.empty():
+                self._requests.get().set()
         return calls
+
+    def _read_watches(self, tgid: int, fd: int) -> dict[int, int] | None:
+        watches = fdinfo.read_watches(self.procfs, tgid, fd)
+        return None if watches is None else {w.wd: w.mask for w in watches}
+
+    def _reconcile(self, full: bool = False, seeding: bool = False) -> None:
+        lost = sum(self.program.read_lost())
+        if lost != self._lost_seen:
+            full = True  # a call the model never saw may hide behind equal counts
+            self._lost_seen = lost
+        files = decode_instances(self.program.read_instances())
+        self.accounting.reconcile(files, self._read_watches, full=full, seeding=seeding)
+        if full:
+            self._next_full = time.monotonic() + self._reconcile_interval
+        owners = {inst.owner for inst in self.accounting.instances.values()}
+        for tgid in self._comms.keys() - owners:
+            del self._comms[tgid]
+
+    def seed(self) -> None:
+        """Probes are attached: take the kernel's state, then follow events."""
+        with self.lock:
+            self._reconcile(full=True, seeding=True)
+
+    def sync(self) -> None:
+        """From another thread: wait until the main loop has drained and reconciled."""
+        done = threading.Event()
+        self._requests.put(done)
+        if not done.wait(SYNC_TIMEOUT_S):
+            raise TimeoutError("main loop did not answer")
 
     def self_test(self) -> None:
         """Refuse to run if BPF's reads of our own task disagree with /proc."""
@@ -75,6 +157,27 @@ class Tracer:
         def collect() -> list[Metric]:
             rows = [CallCount.from_key(k, v) for k, v in self.program.read_counts()]
             return render_calls(rows, comms)
+
+        return collect
+
+    def _comm_of(self, tgid: int) -> str:
+        comm = self._comms.get(tgid)
+        if comm is None:
+            raw = fdinfo.read_comm(self.procfs, tgid)
+            comm = self._comms[tgid] = escape_text(raw, 64) if raw is not None else ""
+        return comm
+
+    def accounting_source(self, comms: LabelCap, top_n: int) -> Callable[[], list[Metric]]:
+        def collect() -> list[Metric]:
+            self.sync()
+            limits = Limits(
+                user_ns=_user_ns_inode(self.procfs),
+                max_user_instances=_read_int(f"{self.procfs}/sys/fs/inotify/max_user_instances"),
+                max_user_watches=_read_int(f"{self.procfs}/sys/fs/inotify/max_user_watches"),
+                max_queued_events=_read_int(f"{self.procfs}/sys/fs/inotify/max_queued_events"),
+            )
+            with self.lock:
+                return render_accounting(self.accounting, comms, self._comm_of, top_n, limits)
 
         return collect
 

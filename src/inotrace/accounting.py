@@ -1,0 +1,165 @@
+"""Exact live accounting of inotify instances and watches.
+
+The model follows every inotify call from the ring buffer (a new wd is a new
+watch, an existing wd a modification, rm_watch a removal) and is reconciled
+against the kernel at every scrape:
+
+- which instances exist and who holds them (every fd in every process that
+  refers to an instance, after fork, dup, SCM_RIGHTS, close, exec, exit) is
+  read from the kernel itself by a BPF task_file iterator: exact by
+  construction, and an instance shared by many holders is one instance;
+- watches the kernel removes without any syscall (watched inode deleted,
+  unmount, IN_ONESHOT fired) show up as a difference between the model and
+  the kernel's own per-user counter (struct ucounts); the instances charged
+  to that user are then re-read from fdinfo and the model corrected.
+
+Every correction is counted by kind, so drift is visible, never hidden.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .records import InotifyCall, InstanceFile, Syscall
+
+# Reads the current watches (wd -> mask) of an instance through one of its
+# holders (tgid, fd); None if that fd is gone.
+WatchReader = Callable[[int, int], dict[int, int] | None]
+
+
+@dataclass
+class Instance:
+    group: int
+    uid: int  # charged uid (euid at inotify_init)
+    watches: dict[int, int] = field(default_factory=dict)  # wd -> mask
+    holders: tuple[tuple[int, int], ...] = ()  # (tgid, fd), sorted; from the kernel
+    ucounts: int = 0
+    user_ns: int = 0
+    q_len: int = 0
+    max_events: int = 0
+
+    @property
+    def owner(self) -> int:
+        """The tgid an instance is attributed to: its lowest-numbered holder."""
+        return self.holders[0][0] if self.holders else 0
+
+
+@dataclass(frozen=True)
+class UserCounts:
+    """The kernel's own counters for one (user namespace, uid)."""
+
+    uid: int
+    user_ns: int
+    instances: int
+    watches: int
+    max_instances: int
+    max_watches: int
+
+
+class Accounting:
+    def __init__(self, max_instances: int = 1 << 20) -> None:
+        self.instances: dict[int, Instance] = {}
+        self.users: dict[int, UserCounts] = {}  # by ucounts pointer
+        self.corrections: Counter[str] = Counter()
+        self.drift = {"instances": 0, "watches": 0}
+        self.max_instances = max_instances
+        self.overflow = 0  # instances not tracked because of max_instances
+
+    # -- events --------------------------------------------------------------
+
+    def _get(self, group: int, uid: int) -> Instance | None:
+        inst = self.instances.get(group)
+        if inst is None:
+            if len(self.instances) >= self.max_instances:
+                self.overflow += 1
+                return None
+            inst = self.instances[group] = Instance(group, uid)
+        return inst
+
+    def apply(self, call: InotifyCall) -> None:
+        if not call.ok or not call.group:
+            return
+        if call.syscall in (Syscall.INOTIFY_INIT, Syscall.INOTIFY_INIT1):
+            # A new lifetime, even if a dead instance's group memory is reused.
+            self.instances.pop(call.group, None)
+            self._get(call.group, call.euid)
+        elif call.syscall == Syscall.INOTIFY_ADD_WATCH:
+            inst = self._get(call.group, call.euid)
+            if inst is not None:
+                # ret is the wd; an existing wd means the watch was modified
+                inst.watches[int(call.ret)] = call.mask
+        elif call.syscall == Syscall.INOTIFY_RM_WATCH:
+            inst = self.instances.get(call.group)
+            if inst is not None:
+                inst.watches.pop(call.wd, None)
+
+    # -- reconciling -----------------------------------------------------------
+
+    def _reread(self, inst: Instance, read: WatchReader, count: bool = True) -> None:
+        """Replace an instance's watches with what fdinfo says; count the differences."""
+        for tgid, fd in inst.holders:
+            truth = read(tgid, fd)
+            if truth is None:
+                continue  # that holder closed it meanwhile: try the next
+            if count:
+                self.corrections["watch_removed_by_kernel"] += len(inst.watches.keys() - truth.keys())
+                self.corrections["watch_missed"] += len(truth.keys() - inst.watches.keys())
+            inst.watches = dict(truth)
+            return
+
+    def reconcile(
+        self, files: Iterable[InstanceFile], read: WatchReader, full: bool = False, seeding: bool = False
+    ) -> None:
+        """Bring the model in line with the kernel (see the module docstring).
+
+        full: re-read every instance's watches, not only those of users whose
+        counts differ (periodic reconcile, or after lost events).
+        seeding: the first reconcile; what it finds is not a correction.
+        """
+        holders: dict[int, list[tuple[int, int]]] = {}
+        facts: dict[int, InstanceFile] = {}
+        users: dict[int, UserCounts] = {}
+        for f in files:
+            holders.setdefault(f.group, []).append((f.tgid, f.fd))
+            facts[f.group] = f
+            users[f.ucounts] = UserCounts(
+                f.uid, f.user_ns, f.ucount_instances, f.ucount_watches, f.max_instances, f.max_watches
+            )
+        for group in self.instances.keys() - holders.keys():
+            del self.instances[group]  # its last fd was closed: destroyed
+        for group, held in holders.items():
+            f = facts[group]
+            inst = self.instances.get(group)
+            fresh = inst is None
+            if fresh:
+                if len(self.instances) >= self.max_instances:
+                    self.overflow += 1
+                    continue
+                inst = self.instances[group] = Instance(group, f.uid)
+                if not seeding:
+                    self.corrections["instance_missed"] += 1
+            assert inst is not None
+            inst.holders = tuple(sorted(held))
+            inst.uid, inst.ucounts, inst.user_ns = f.uid, f.ucounts, f.user_ns
+            inst.q_len, inst.max_events = f.q_len, f.max_events
+            if fresh:
+                self._reread(inst, read, count=not seeding)
+        self.users = users
+        by_user: dict[int, list[Instance]] = {}
+        for inst in self.instances.values():
+            by_user.setdefault(inst.ucounts, []).append(inst)
+        for uc, insts in by_user.items():
+            kernel = users.get(uc)
+            if kernel is None:
+                continue
+            if full or sum(len(i.watches) for i in insts) != kernel.watches:
+                for inst in insts:
+                    self._reread(inst, read)
+        self.drift = {
+            "instances": sum(abs(k.instances - len(by_user.get(uc, ()))) for uc, k in users.items()),
+            "watches": sum(
+                abs(k.watches - sum(len(i.watches) for i in by_user.get(uc, ()))) for uc, k in users.items()
+            ),
+        }

@@ -1,0 +1,96 @@
+"""procfs: inotify fds and their watches (/proc/PID/fd, /proc/PID/fdinfo).
+
+fdinfo has one line per watch, every number in hex (kernel-notes §4):
+``inotify wd:c8 ino:20c2aa sdev:fe00000 mask:382 ignored_mask:0 fhandle-bytes:8 ...``
+`sdev` is the kernel's dev_t (major << 20 | minor), not st_dev.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+INOTIFY_LINK = "anon_inode:inotify"
+
+_LINE = re.compile(
+    r"^inotify wd:(?P<wd>[0-9a-f]+) ino:(?P<ino>[0-9a-f]+) sdev:(?P<sdev>[0-9a-f]+) mask:(?P<mask>[0-9a-f]+)"
+    r"(?: ignored_mask:[0-9a-f]+)?(?: fhandle-bytes:(?P<hb>[0-9a-f]+) fhandle-type:(?P<ht>[0-9a-f]+)"
+    r" f_handle:(?P<fh>[0-9a-f]+))?"
+)
+
+
+@dataclass(frozen=True)
+class Watch:
+    wd: int
+    ino: int
+    sdev: int
+    mask: int
+    handle_type: int = -1
+    handle: bytes = b""
+
+    @property
+    def dev_major_minor(self) -> tuple[int, int]:
+        return self.sdev >> 20, self.sdev & 0xFFFFF
+
+
+def parse(text: str) -> list[Watch]:
+    out = []
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m:
+            out.append(
+                Watch(
+                    wd=int(m["wd"], 16),
+                    ino=int(m["ino"], 16),
+                    sdev=int(m["sdev"], 16),
+                    mask=int(m["mask"], 16),
+                    handle_type=int(m["ht"], 16) if m["ht"] else -1,
+                    handle=bytes.fromhex(m["fh"]) if m["fh"] else b"",
+                )
+            )
+    return out
+
+
+def read_watches(procfs: str, tgid: int, fd: int) -> list[Watch] | None:
+    """The watches of an inotify fd, or None if that fd is gone or not inotify."""
+    try:
+        with open(f"{procfs}/{tgid}/fdinfo/{fd}") as f:
+            text = f.read()
+    except OSError:
+        return None
+    if "inotify wd:" not in text and not _is_inotify(procfs, tgid, fd):
+        return None
+    return parse(text)
+
+
+def _is_inotify(procfs: str, tgid: int, fd: int) -> bool:
+    try:
+        return os.readlink(f"{procfs}/{tgid}/fd/{fd}") == INOTIFY_LINK
+    except OSError:
+        return False
+
+
+def inotify_fds(procfs: str, tgid: int) -> list[int]:
+    """The fds of a process that are inotify instances ([] if it is gone or unreadable)."""
+    base = f"{procfs}/{tgid}/fd"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            if os.readlink(f"{base}/{name}") == INOTIFY_LINK:
+                out.append(int(name))
+        except (OSError, ValueError):
+            continue
+    return sorted(out)
+
+
+def read_comm(procfs: str, tgid: int) -> bytes | None:
+    try:
+        with open(f"{procfs}/{tgid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n")
+    except OSError:
+        return None

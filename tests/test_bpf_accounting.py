@@ -1,0 +1,218 @@
+"""Exact live accounting against real programs, compared with the kernel's truth.
+
+After each step the exporter's per-user gauges (the kernel's own counters)
+and per-process gauges (the live model) must equal the de-duplicated fdinfo
+ground truth computed here without inotrace's code, exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import groundtruth
+from conftest import WORKLOADS, http_get
+
+pytestmark = pytest.mark.bpf
+
+
+def exported(url: str) -> tuple[dict[str, dict], dict[str, float]]:
+    _status, text = http_get(url + "/metrics")
+    per_uid: dict[int, list[int]] = {}
+    per_pid: dict[int, list[int]] = {}
+    other: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name in ("inotrace_user_inotify_instances", "inotrace_user_inotify_watches"):
+                row = per_uid.setdefault(int(s.labels["uid"]), [0, 0])
+                row[s.name.endswith("watches")] += int(s.value)
+            elif s.name in ("inotrace_process_inotify_instances", "inotrace_process_inotify_watches"):
+                row = per_pid.setdefault(int(s.labels["pid"]), [0, 0])
+                row[s.name.endswith("watches")] += int(s.value)
+            elif not s.labels or set(s.labels) == {"kind"} or set(s.labels) == {"resource"}:
+                other[s.name + json.dumps(s.labels, sort_keys=True)] = s.value
+    return {"uid": per_uid, "pid": per_pid}, other
+
+
+def assert_exact(url: str, attempts: int = 20) -> dict[str, float]:
+    """Exporter == ground truth; retried only while the truth itself is moving."""
+    last = None
+    for _ in range(attempts):
+        before = groundtruth.summary()
+        got, other = exported(url)
+        after = groundtruth.summary()
+        if before != after:
+            time.sleep(0.1)
+            continue
+        last = (got, before)
+        if got == before:
+            assert other['inotrace_accounting_drift{"resource": "watches"}'] == 0
+            assert other['inotrace_accounting_drift{"resource": "instances"}'] == 0
+            return other
+        time.sleep(0.1)
+    raise AssertionError(f"exporter != ground truth: {last}")
+
+
+@pytest.fixture
+def exporter(serve) -> str:
+    assert groundtruth.kcmp_works()
+    _proc, url = serve("--top-processes=100000")
+    return url
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="inotrace-acct-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Scenario:
+    def __init__(self, name: str, base: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(WORKLOADS / "scenarios.py"), name, str(base), *extra],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        assert line, f"scenario {name} died"
+        self.info = json.loads(line)
+
+    def kill(self) -> None:
+        for pid in (self.info.get("child"), self.proc.pid):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def scenarios() -> Iterator[callable]:
+    made: list[Scenario] = []
+
+    def start(name: str, base: Path, *extra: str) -> Scenario:
+        s = Scenario(name, base, *extra)
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        s.kill()
+
+
+WATCHDOG = """
+import sys, time
+from watchdog.observers.inotify import InotifyObserver
+from watchdog.events import FileSystemEventHandler
+o = InotifyObserver()
+o.schedule(FileSystemEventHandler(), sys.argv[1], recursive=True)
+o.start()
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_real_clients(exporter: str, workdir: Path) -> None:
+    for i in range(40):
+        (workdir / "tree" / f"d{i}" / "sub").mkdir(parents=True)
+    (workdir / "log").write_text("x\n")
+    procs = [
+        subprocess.Popen(
+            ["inotifywait", "-m", "-r", str(workdir / "tree")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+        subprocess.Popen(["tail", "-F", str(workdir / "log")], stdout=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-c", WATCHDOG, str(workdir / "tree")], stdout=subprocess.PIPE, text=True),
+    ]
+    try:
+        assert procs[1].poll() is None
+        assert procs[2].stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        # inotifywait -r says "Setting up watches..." then "Watches established." on stderr
+        for _ in range(3):
+            if "Watches established" in procs[0].stderr.readline():  # type: ignore[union-attr]
+                break
+        else:
+            raise AssertionError("inotifywait never established its watches")
+        time.sleep(0.3)
+        assert_exact(exporter)
+        summary = groundtruth.summary()["pid"]
+        assert summary[procs[0].pid] == [1, 81], "inotifywait -r: the tree's 81 directories"
+        # the tree changes: new directories are watched by the clients, a removed one is dropped by the kernel
+        (workdir / "tree" / "new").mkdir()
+        shutil.rmtree(workdir / "tree" / "d0")
+        time.sleep(0.5)
+        assert_exact(exporter)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert_exact(exporter)
+
+
+def test_fork_shared_instance_counts_once(exporter: str, workdir: Path, scenarios) -> None:
+    s = scenarios("fork_shared", workdir)
+    assert_exact(exporter)
+    truth = groundtruth.summary()["pid"]
+    assert truth[s.info["child"]] == [1, 7] and s.proc.pid not in truth
+    os.kill(s.info["child"], signal.SIGKILL)  # kill -9 of the last holder
+    time.sleep(0.2)
+    assert_exact(exporter)
+    assert s.info["child"] not in groundtruth.summary()["pid"]
+
+
+def test_dup2_over_an_inotify_fd(exporter: str, workdir: Path, scenarios) -> None:
+    s = scenarios("dup2_over", workdir)
+    assert_exact(exporter)
+    assert groundtruth.summary()["pid"][s.proc.pid] == [1, 5]
+
+
+def test_exec_closes_cloexec_instance(exporter: str, workdir: Path, scenarios) -> None:
+    s = scenarios("exec_cloexec", workdir)
+    time.sleep(0.3)  # let exec happen
+    assert_exact(exporter)
+    assert groundtruth.summary()["pid"][s.proc.pid] == [1, 6]
+
+
+def test_kernel_removals_are_corrected(exporter: str, workdir: Path, scenarios) -> None:
+    s = scenarios("dirs", workdir)
+    before = assert_exact(exporter)
+    assert groundtruth.summary()["pid"][s.proc.pid] == [1, 13]  # 11 dirs, oneshot, file (its hard link: same watch)
+    os.rmdir(s.info["dirs"][0])
+    os.rmdir(s.info["dirs"][1])
+    os.utime(s.info["oneshot"])  # IN_ATTRIB fires the oneshot watch: the kernel removes it
+    time.sleep(0.2)
+    after = assert_exact(exporter)
+    assert groundtruth.summary()["pid"][s.proc.pid] == [1, 10]
+    key = 'inotrace_accounting_corrections_total{"kind": "watch_removed_by_kernel"}'
+    assert after[key] - before[key] == 3
+
+
+def test_watch_limit_hit(exporter: str, workdir: Path, scenarios) -> None:
+    path = Path("/proc/sys/fs/inotify/max_user_watches")
+    saved = path.read_text()
+    os.chmod(workdir, 0o777)
+    try:
+        path.write_text("50\n")
+        s = Scenario("many", workdir, "61")  # as root: root's other watches count too
+        try:
+            assert s.info["errors"] and set(s.info["errors"]) == {"28"}  # ENOSPC
+            assert_exact(exporter)
+        finally:
+            s.kill()
+    finally:
+        path.write_text(saved)
+    assert path.read_text() == saved
