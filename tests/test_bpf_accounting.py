@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import groundtruth
-from conftest import WORKLOADS, http_get
+from conftest import INOTRACE, WORKLOADS, http_get
 
 pytestmark = pytest.mark.bpf
 
@@ -46,6 +46,15 @@ def exported(url: str) -> tuple[dict[str, dict], dict[str, float]]:
     return {"uid": per_uid, "pid": per_pid}, other
 
 
+def snapshot_summary() -> dict[str, dict]:
+    """`inotrace snapshot --json` in the same shape as groundtruth.summary()."""
+    res = subprocess.run([*INOTRACE, "snapshot", "--json"], capture_output=True, text=True, check=True)
+    rep = json.loads(res.stdout)
+    per_uid = {u["uid"]: [u["instances"], u["watches"]] for u in rep["users"]}
+    per_pid = {p["pid"]: [p["instances"], p["watches"]] for p in rep["processes"]}
+    return {"uid": per_uid, "pid": per_pid}
+
+
 def assert_exact(url: str, attempts: int = 20) -> dict[str, float]:
     """Exporter == ground truth; retried only while the truth itself is moving."""
     last = None
@@ -56,8 +65,9 @@ def assert_exact(url: str, attempts: int = 20) -> dict[str, float]:
         if before != after:
             time.sleep(0.1)
             continue
-        last = (got, before)
-        if got == before:
+        snap = snapshot_summary()
+        last = (got, snap, before)
+        if got == before == snap == groundtruth.summary():
             assert other['inotrace_accounting_drift{"resource": "watches"}'] == 0
             assert other['inotrace_accounting_drift{"resource": "instances"}'] == 0
             return other
@@ -216,3 +226,18 @@ def test_watch_limit_hit(exporter: str, workdir: Path, scenarios) -> None:
     finally:
         path.write_text(saved)
     assert path.read_text() == saved
+
+
+def test_snapshot_paths(workdir: Path, scenarios) -> None:
+    s = scenarios("dirs", workdir)
+    res = subprocess.run([*INOTRACE, "snapshot", "--json", "--paths"], capture_output=True, text=True, check=True)
+    rep = json.loads(res.stdout)
+    (mine,) = [i for i in rep["instances"] if i["owner"] == s.proc.pid]
+    paths = {w["path"] for w in mine["watch_list"]}
+    assert set(s.info["dirs"]) <= paths
+    # a hard-linked inode may resolve to either of its names
+    linked = {str(workdir / "linked-file"), str(workdir / "linked-file.link")}
+    assert len(paths - set(s.info["dirs"]) - linked) <= 1 and paths & linked
+    assert paths - set(s.info["dirs"]) - linked <= {s.info["oneshot"], "unknown"}
+    text = subprocess.run([*INOTRACE, "snapshot"], capture_output=True, text=True, check=True).stdout
+    assert f"{s.proc.pid}" in text and "python3" in text

@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="instances the live model holds at most; more are counted, not tracked (default: %(default)s)",
     )
 
+    snap = sub.add_parser("snapshot", help="who holds inotify instances and watches now (procfs; no BPF, no root)")
+    snap.add_argument("--json", action="store_true", help="machine-readable output")
+    snap.add_argument("--paths", action="store_true", help="resolve watched paths (needs CAP_DAC_READ_SEARCH)")
+    snap.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point (default: %(default)s)")
+    snap.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info")
+    snap.set_defaults(ebpf=False)
+
     trace = sub.add_parser("trace", help="print every inotify call as it happens")
     _add_common(trace)
     trace.add_argument("--pid", type=_pid_list, action="append", default=[], help="only this pid/tid (repeatable)")
@@ -274,6 +281,18 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from . import snapshot  # noqa: PLC0415
+
+    if not os.path.isdir(args.procfs):
+        raise InotraceError(f"cannot read procfs at {args.procfs}")
+    rep = snapshot.report(snapshot.take(args.procfs), args.procfs, paths=args.paths)
+    print(json.dumps(rep, indent=2) if args.json else snapshot.render_text(rep))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -286,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-        commands = {"serve": cmd_serve, "trace": cmd_trace}
+        commands = {"serve": cmd_serve, "trace": cmd_trace, "snapshot": cmd_snapshot}
         return commands[args.command](args)
     except InotraceError as e:
         print(f"inotrace: {e}", file=sys.stderr)

@@ -1,0 +1,281 @@
+"""`inotrace snapshot`: who holds what right now, from procfs alone (no BPF).
+
+procfs lists an instance once per fd that refers to it: a forked or dup'd
+instance shows up in several places (kernel-notes §4). kcmp(KCMP_FILE) says
+whether two fds are the same open file, and orders them consistently, so
+sorting every inotify fd with it groups the holders of each instance in
+O(n log n) comparisons. Where kcmp is refused (another user's process,
+without root) the fd is kept as an instance of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import fdinfo
+from .untrusted import escape_text
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine(), -1)
+KCMP_FILE = 0
+
+
+class _Unordered(Exception):
+    pass
+
+
+def _kcmp(a: tuple[int, int], b: tuple[int, int]) -> int:
+    if a == b:
+        return 0
+    ret = _libc.syscall(_SYS_KCMP, a[0], b[0], KCMP_FILE, a[1], b[1]) if _SYS_KCMP > 0 else -1
+    if ret < 0 or ret == 3:
+        raise _Unordered
+    return {0: 0, 1: -1, 2: 1}[ret]
+
+
+def group_holders(fds: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """(pid, fd) pairs grouped by the open file they refer to."""
+    try:
+        ordered = sorted(fds, key=functools.cmp_to_key(_kcmp))
+    except _Unordered:
+        return _group_pairwise(sorted(fds))
+    groups: list[list[tuple[int, int]]] = []
+    for item in ordered:
+        if groups and _kcmp(groups[-1][0], item) == 0:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return [sorted(g) for g in groups]
+
+
+def _group_pairwise(fds: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    groups: list[list[tuple[int, int]]] = []
+    for item in fds:
+        for g in groups:
+            try:
+                if _kcmp(g[0], item) == 0:
+                    g.append(item)
+                    break
+            except _Unordered:
+                continue
+        else:
+            groups.append([item])
+    return groups
+
+
+@dataclass
+class SnapInstance:
+    holders: list[tuple[int, int]]
+    uid: int
+    watches: list[fdinfo.Watch] = field(default_factory=list)
+
+    @property
+    def owner(self) -> int:
+        return self.holders[0][0]
+
+
+def _status_euid(procfs: str, pid: int) -> int | None:
+    try:
+        with open(f"{procfs}/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def take(procfs: str = "/proc") -> list[SnapInstance]:
+    fds: list[tuple[int, int]] = []
+    for name in os.listdir(procfs):
+        if name.isdigit():
+            fds.extend((int(name), fd) for fd in fdinfo.inotify_fds(procfs, int(name)))
+    out = []
+    for holders in group_holders(fds):
+        for pid, fd in holders:
+            watches = fdinfo.read_watches(procfs, pid, fd)
+            uid = _status_euid(procfs, holders[0][0])
+            if watches is not None and uid is not None:
+                out.append(SnapInstance(holders, uid, watches))
+                break
+    return out
+
+
+# -- paths ---------------------------------------------------------------------
+
+_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 128)]
+
+
+class MountFds:
+    """Open fds on mounts, by (pid, sdev), for open_by_handle_at; opened on first use."""
+
+    def __init__(self, procfs: str) -> None:
+        self.procfs = procfs
+        self._points: dict[int, dict[int, str]] = {}
+        self._fds: dict[tuple[int, int], int | None] = {}
+
+    def _mount_points(self, pid: int) -> dict[int, str]:
+        points = self._points.get(pid)
+        if points is None:
+            points = self._points[pid] = {}
+            try:
+                with open(f"{self.procfs}/{pid}/mountinfo") as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) >= 5:
+                            major, minor = (int(x) for x in parts[2].split(":"))
+                            points.setdefault((major << 20) | minor, parts[4])
+            except (OSError, ValueError):
+                pass
+        return points
+
+    def get(self, pid: int, sdev: int) -> int | None:
+        key = (pid, sdev)
+        if key not in self._fds:
+            point = self._mount_points(pid).get(sdev)
+            fd = None
+            if point is not None:
+                # mountinfo escapes space, tab, newline and backslash as octal
+                point = point.encode().decode("unicode_escape")
+                try:
+                    # not O_PATH: open_by_handle_at refuses O_PATH mount fds (EBADF)
+                    fd = os.open(f"{self.procfs}/{pid}/root{point}", os.O_RDONLY | os.O_DIRECTORY)
+                except OSError:
+                    fd = None
+            self._fds[key] = fd
+        return self._fds[key]
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._fds.clear()
+
+
+def resolve_path(watch: fdinfo.Watch, mount_fd: int | None) -> str | None:
+    """The path of a watched inode, or None when it cannot be told for sure.
+
+    A watched file whose dentry was evicted resolves to "/" (kernel-notes
+    §4): the result is trusted only if it stats to the watched inode.
+    """
+    if mount_fd is None or not watch.handle or watch.handle_type < 0:
+        return None
+    fh = _FileHandle(handle_bytes=len(watch.handle), handle_type=watch.handle_type)
+    ctypes.memmove(fh.f_handle, watch.handle, len(watch.handle))
+    fd = _libc.open_by_handle_at(mount_fd, ctypes.byref(fh), os.O_PATH)
+    if fd < 0:
+        return None
+    try:
+        st = os.fstat(fd)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    if st.st_ino != watch.ino or path.endswith(" (deleted)"):
+        return None
+    try:
+        again = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    if again.st_ino != watch.ino or stat.S_IFMT(again.st_mode) != stat.S_IFMT(st.st_mode):
+        return None
+    return path
+
+
+def _shown(path: str | None) -> str:
+    return escape_text(os.fsencode(path), 4096) if path is not None else "unknown"
+
+
+# -- report --------------------------------------------------------------------
+
+
+def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = False) -> dict[str, Any]:
+    limits = {
+        name: _read_int(f"{procfs}/sys/fs/inotify/{name}")
+        for name in ("max_user_instances", "max_user_watches", "max_queued_events")
+    }
+    users: dict[int, dict[str, int]] = {}
+    procs: dict[int, dict[str, Any]] = {}
+    out_instances = []
+    mounts = MountFds(procfs)
+    try:
+        for inst in instances:
+            u = users.setdefault(inst.uid, {"uid": inst.uid, "instances": 0, "watches": 0})
+            u["instances"] += 1
+            u["watches"] += len(inst.watches)
+            p = procs.get(inst.owner)
+            if p is None:
+                comm = fdinfo.read_comm(procfs, inst.owner)
+                p = procs[inst.owner] = {
+                    "pid": inst.owner,
+                    "comm": escape_text(comm, 64) if comm is not None else None,
+                    "uid": inst.uid,
+                    "instances": 0,
+                    "watches": 0,
+                }
+            p["instances"] += 1
+            p["watches"] += len(inst.watches)
+            item: dict[str, Any] = {
+                "owner": inst.owner,
+                "holders": [{"pid": pid, "fd": fd} for pid, fd in inst.holders],
+                "uid": inst.uid,
+                "watches": len(inst.watches),
+            }
+            if paths:
+                item["watch_list"] = [
+                    {
+                        "wd": w.wd,
+                        "ino": w.ino,
+                        "dev": "{}:{}".format(*w.dev_major_minor),
+                        "mask": w.mask,
+                        "path": _shown(resolve_path(w, mounts.get(inst.owner, w.sdev))),
+                    }
+                    for w in inst.watches
+                ]
+            out_instances.append(item)
+    finally:
+        mounts.close()
+    for u in users.values():
+        u["max_instances"] = limits["max_user_instances"] or 0
+        u["max_watches"] = limits["max_user_watches"] or 0
+    return {
+        "limits": limits,
+        "users": sorted(users.values(), key=lambda u: -u["watches"]),
+        "processes": sorted(procs.values(), key=lambda p: (-p["watches"], -p["instances"], p["pid"])),
+        "instances": sorted(out_instances, key=lambda i: (-i["watches"], i["owner"])),
+    }
+
+
+def render_text(rep: dict[str, Any]) -> str:
+    lines = ["USER      INSTANCES          WATCHES"]
+    for u in rep["users"]:
+        lines.append(
+            f"{u['uid']:<9} {u['instances']:>5} / {u['max_instances']:<6} {u['watches']:>9} / {u['max_watches']}"
+        )
+    lines += ["", f"{'PID':<8} {'UID':<7} {'INSTANCES':>9} {'WATCHES':>9}  COMM"]
+    for p in rep["processes"]:
+        lines.append(f"{p['pid']:<8} {p['uid']:<7} {p['instances']:>9} {p['watches']:>9}  {p['comm'] or '?'}")
+    shared = [i for i in rep["instances"] if len(i["holders"]) > 1]
+    if shared:
+        lines += ["", "shared instances (counted once, for the lowest pid):"]
+        for i in shared:
+            holders = ", ".join(f"{h['pid']}:{h['fd']}" for h in i["holders"])
+            lines.append(f"  {i['watches']} watches held by {holders}")
+    return "\n".join(lines)

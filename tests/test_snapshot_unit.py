@@ -1,0 +1,54 @@
+"""snapshot on a fixture procfs (no kcmp possible there: every fd its own instance)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from inotrace import fdinfo, snapshot
+
+FDINFO = """pos:\t0
+flags:\t00
+mnt_id:\t17
+ino:\t1038
+inotify wd:2 ino:264 sdev:fe00000 mask:fff ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:6402000000000000
+inotify wd:1 ino:55327 sdev:fe00003 mask:80000004 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 \
+f_handle:2753050000000000
+"""
+
+
+def make_proc(root: Path, pid: int, uid: int, comm: str, fds: dict[int, str]) -> None:
+    d = root / str(pid)
+    (d / "fd").mkdir(parents=True)
+    (d / "fdinfo").mkdir()
+    (d / "comm").write_text(comm + "\n")
+    (d / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    for fd, info in fds.items():
+        os.symlink("anon_inode:inotify" if info else "/dev/null", d / "fd" / str(fd))
+        (d / "fdinfo" / str(fd)).write_text(info or "pos:\t0\n")
+
+
+def test_fdinfo_parse() -> None:
+    ws = fdinfo.parse(FDINFO)
+    assert [(w.wd, w.ino, w.mask) for w in ws] == [(2, 0x264, 0xFFF), (1, 0x55327, 0x80000004)]
+    assert ws[1].dev_major_minor == (254, 3) and ws[0].handle == bytes.fromhex("6402000000000000")
+    assert fdinfo.parse("inotify wd:1 ino:2 sdev:3 mask:4 ignored_mask:0\n")[0].handle == b""
+
+
+def test_report_from_fixture(tmp_path: Path) -> None:
+    (tmp_path / "sys" / "fs" / "inotify").mkdir(parents=True)
+    for name, v in (("max_user_instances", 128), ("max_user_watches", 8192), ("max_queued_events", 16384)):
+        (tmp_path / "sys" / "fs" / "inotify" / name).write_text(f"{v}\n")
+    make_proc(tmp_path, 4000000, 1000, "code\x1b[1m", {3: FDINFO, 4: "", 5: "pos:\t0\n"})
+    make_proc(tmp_path, 4000001, 0, "tail", {7: FDINFO.split("inotify", maxsplit=1)[0]})
+    rep = snapshot.report(snapshot.take(str(tmp_path)), str(tmp_path))
+    assert rep["limits"] == {"max_user_instances": 128, "max_user_watches": 8192, "max_queued_events": 16384}
+    assert {u["uid"]: (u["instances"], u["watches"]) for u in rep["users"]} == {1000: (2, 2), 0: (1, 0)}
+    procs = {p["pid"]: p for p in rep["processes"]}
+    assert procs[4000000]["comm"] == "code\\x1b[1m" and procs[4000000]["watches"] == 2
+    assert "code" in snapshot.render_text(rep)
+
+
+def test_unreadable_or_vanished_processes_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "123").mkdir()
+    assert snapshot.take(str(tmp_path)) == []
