@@ -2,7 +2,7 @@
 VENV := .venv
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test run test lint unit
+.PHONY: setup setup-test run test lint unit bench
 
 setup:
 	@scripts/setup.sh
@@ -20,6 +20,10 @@ unit: setup-test
 	$(VENV)/bin/python -m pytest -m "not bpf" $(PYTEST_ARGS)
 
 lint: setup-test
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+
+# Benchmarks (root; they raise fs.inotify limits for the run and restore them).
+bench: setup-test
+	$(VENV)/bin/python bench/accounting.py

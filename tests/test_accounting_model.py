@@ -50,8 +50,18 @@ def fact(group: int, tgid: int, fd: int, instances: int, watches: int, uid: int 
     )
 
 
-def never(_tgid: int, _fd: int) -> dict[int, int] | None:
-    raise AssertionError("fdinfo must not be read when the counts agree")
+def never(instances: list) -> list:
+    assert not instances, "fdinfo must not be read when the counts agree"
+    return []
+
+
+def by_fd(table: dict) -> object:
+    """A reader answering from {(tgid, fd): watches}, trying holders in order."""
+
+    def read(instances: list) -> list:
+        return [next((table[h] for h in holders if table.get(h) is not None), None) for holders in instances]
+
+    return read
 
 
 def test_new_wd_is_a_watch_existing_wd_a_modification() -> None:
@@ -91,7 +101,7 @@ def test_kernel_removal_is_corrected_and_counted() -> None:
     for wd in (1, 2, 3):
         acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd))
     # wd 2's directory was deleted: the kernel's count says 2
-    acc.reconcile([fact(G1, 10, 3, 1, 2)], lambda _t, _f: {1: 2, 3: 2})
+    acc.reconcile([fact(G1, 10, 3, 1, 2)], by_fd({(10, 3): {1: 2, 3: 2}}))
     assert acc.instances[G1].watches == {1: 2, 3: 2}
     assert acc.corrections["watch_removed_by_kernel"] == 1 and acc.corrections["watch_missed"] == 0
     assert acc.drift == {"instances": 0, "watches": 0}
@@ -99,9 +109,9 @@ def test_kernel_removal_is_corrected_and_counted() -> None:
 
 def test_seeding_is_not_a_correction_but_a_missed_instance_is() -> None:
     acc = Accounting()
-    acc.reconcile([fact(G1, 10, 3, 1, 2)], lambda _t, _f: {1: 2, 2: 2}, seeding=True)
+    acc.reconcile([fact(G1, 10, 3, 1, 2)], by_fd({(10, 3): {1: 2, 2: 2}}), seeding=True)
     assert acc.instances[G1].watches == {1: 2, 2: 2} and not +acc.corrections
-    acc.reconcile([fact(G1, 10, 3, 2, 3), fact(G2, 10, 4, 2, 3)], lambda _t, fd: {1: 2} if fd == 4 else {1: 2, 2: 2})
+    acc.reconcile([fact(G1, 10, 3, 2, 3), fact(G2, 10, 4, 2, 3)], by_fd({(10, 4): {1: 2}, (10, 3): {1: 2, 2: 2}}))
     assert acc.corrections["instance_missed"] == 1 and acc.corrections["watch_missed"] == 1
 
 
@@ -111,14 +121,6 @@ def test_reused_group_memory_starts_a_new_lifetime() -> None:
     acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=1))
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=5))  # old one died, its memory reused
     assert acc.instances[G1].watches == {}
-
-
-def test_holder_that_closed_meanwhile_falls_back_to_the_next() -> None:
-    acc = Accounting()
-    acc.reconcile(
-        [fact(G1, 10, 3, 1, 1), fact(G1, 12, 3, 1, 1)], lambda t, _f: None if t == 10 else {7: 2}, seeding=True
-    )
-    assert acc.instances[G1].watches == {7: 2}
 
 
 def test_untracked_instances_are_counted() -> None:
@@ -131,5 +133,5 @@ def test_untracked_instances_are_counted() -> None:
 def test_drift_is_reported_when_truth_cannot_be_read() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
-    acc.reconcile([fact(G1, 10, 3, 1, 4)], lambda _t, _f: None)
+    acc.reconcile([fact(G1, 10, 3, 1, 4)], by_fd({}))
     assert acc.drift == {"instances": 0, "watches": 4}

@@ -8,6 +8,7 @@ ground truth computed here without inotrace's code, exactly.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import groundtruth
-from conftest import INOTRACE, WORKLOADS, http_get
+from conftest import INOTRACE, WORKLOADS, Running, http_get
 
 pytestmark = pytest.mark.bpf
 
@@ -241,3 +242,27 @@ def test_snapshot_paths(workdir: Path, scenarios) -> None:
     assert paths - set(s.info["dirs"]) - linked <= {s.info["oneshot"], "unknown"}
     text = subprocess.run([*INOTRACE, "snapshot"], capture_output=True, text=True, check=True).stdout
     assert f"{s.proc.pid}" in text and "python3" in text
+
+
+def test_starts_when_root_is_at_its_instance_limit(workdir: Path) -> None:
+    """The operator's host is at the limit: inotrace must still start."""
+    path = Path("/proc/sys/fs/inotify/max_user_instances")
+    saved = path.read_text()
+    held: list[int] = []
+    try:
+        in_use = sum(1 for i in groundtruth.instances() if i.uid == 0)
+        path.write_text(f"{in_use + 2}\n")
+        libc = ctypes.CDLL(None, use_errno=True)
+        while (fd := libc.inotify_init1(0)) >= 0:
+            held.append(fd)
+        tr = Running(["trace"])
+        try:
+            tr.wait_for_log("tracing inotify calls")
+            assert "self-test instances charged to uid 65534" in tr.err_text()
+        finally:
+            assert tr.stop() == 0
+    finally:
+        for fd in held:
+            os.close(fd)
+        path.write_text(saved)
+    assert path.read_text() == saved

@@ -68,3 +68,4 @@ def test_missing_records_fail() -> None:
 def test_mine_selects_own_thread() -> None:
     assert selftest.mine(GOOD[0], EXP)
     assert not selftest.mine(replace(GOOD[0], tid=101), EXP)
+    assert not selftest.mine(replace(GOOD[0], ret=-24), EXP)

@@ -52,3 +52,11 @@ def test_report_from_fixture(tmp_path: Path) -> None:
 def test_unreadable_or_vanished_processes_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "123").mkdir()
     assert snapshot.take(str(tmp_path)) == []
+
+
+def test_read_first_falls_back_to_the_next_holder(tmp_path: Path) -> None:
+    make_proc(tmp_path, 10, 0, "a", {})
+    make_proc(tmp_path, 12, 0, "b", {3: FDINFO})
+    assert fdinfo.read_first(str(tmp_path), ((10, 3), (12, 3))) == {2: 0xFFF, 1: 0x80000004}
+    assert fdinfo.read_first(str(tmp_path), ((10, 3),)) is None
+    assert fdinfo.read_wd_masks(str(tmp_path), 12, 3) == {w.wd: w.mask for w in fdinfo.parse(FDINFO)}

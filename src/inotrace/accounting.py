@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from .records import InotifyCall, InstanceFile, Syscall
 
-# Reads the current watches (wd -> mask) of an instance through one of its
-# holders (tgid, fd); None if that fd is gone.
-WatchReader = Callable[[int, int], dict[int, int] | None]
+# Reads the current watches (wd -> mask) of several instances, each through
+# the first of its holders (tgid, fd) that still has it; None where none does.
+WatchReader = Callable[[list[tuple[tuple[int, int], ...]]], list[dict[int, int] | None]]
 
 
 @dataclass
@@ -97,17 +97,15 @@ class Accounting:
 
     # -- reconciling -----------------------------------------------------------
 
-    def _reread(self, inst: Instance, read: WatchReader, count: bool = True) -> None:
-        """Replace an instance's watches with what fdinfo says; count the differences."""
-        for tgid, fd in inst.holders:
-            truth = read(tgid, fd)
+    def _reread(self, insts: list[Instance], read: WatchReader, count: bool = True) -> None:
+        """Replace instances' watches with what fdinfo says; count the differences."""
+        for inst, truth in zip(insts, read([i.holders for i in insts]), strict=True):
             if truth is None:
-                continue  # that holder closed it meanwhile: try the next
+                continue
             if count:
                 self.corrections["watch_removed_by_kernel"] += len(inst.watches.keys() - truth.keys())
                 self.corrections["watch_missed"] += len(truth.keys() - inst.watches.keys())
-            inst.watches = dict(truth)
-            return
+            inst.watches = truth
 
     def reconcile(
         self, files: Iterable[InstanceFile], read: WatchReader, full: bool = False, seeding: bool = False
@@ -129,6 +127,7 @@ class Accounting:
             )
         for group in self.instances.keys() - holders.keys():
             del self.instances[group]  # its last fd was closed: destroyed
+        fresh_insts: list[Instance] = []
         for group, held in holders.items():
             f = facts[group]
             inst = self.instances.get(group)
@@ -145,18 +144,20 @@ class Accounting:
             inst.uid, inst.ucounts, inst.user_ns = f.uid, f.ucounts, f.user_ns
             inst.q_len, inst.max_events = f.q_len, f.max_events
             if fresh:
-                self._reread(inst, read, count=not seeding)
+                fresh_insts.append(inst)
+        self._reread(fresh_insts, read, count=not seeding)
         self.users = users
         by_user: dict[int, list[Instance]] = {}
         for inst in self.instances.values():
             by_user.setdefault(inst.ucounts, []).append(inst)
+        stale: list[Instance] = []
         for uc, insts in by_user.items():
             kernel = users.get(uc)
             if kernel is None:
                 continue
             if full or sum(len(i.watches) for i in insts) != kernel.watches:
-                for inst in insts:
-                    self._reread(inst, read)
+                stale.extend(i for i in insts if i not in fresh_insts)
+        self._reread(stale, read)
         self.drift = {
             "instances": sum(abs(k.instances - len(by_user.get(uc, ()))) for uc, k in users.items()),
             "watches": sum(

@@ -20,6 +20,7 @@ from typing import Any
 from . import libbpf, tracefs
 from .btf import offset_cflags, resolve_offsets
 from .errors import InotraceError
+from .memory import release_compiler_memory
 from .records import LOST_MAX, CountKeyC
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class Program:
             except Exception as e:
                 detail = next((ln for ln in err if "error" in ln), str(e))
                 raise InotraceError(f"BPF program failed to compile: {detail.strip()}") from e
+        release_compiler_memory()
         self.probes: list[ProbeStatus] = []
         self._ring_cb: Any = None
         self._iter_link: int | None = None

@@ -196,6 +196,7 @@ def _run_tracer(
 
     _require_privileges()
     program = Program(sysfs=args.sysfs)
+    tracer = None
     try:
         program.attach(args.probes)
         tracer = Tracer(
@@ -213,6 +214,8 @@ def _run_tracer(
     except _Stop:
         log.info("signal received, detaching probes")
     finally:
+        if tracer is not None:
+            tracer.close()
         program.close()
 
 

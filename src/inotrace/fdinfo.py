@@ -64,6 +64,33 @@ def read_watches(procfs: str, tgid: int, fd: int) -> list[Watch] | None:
     return parse(text)
 
 
+def read_wd_masks(procfs: str, tgid: int, fd: int) -> dict[int, int] | None:
+    """wd -> mask of an inotify fd (the hot path of seeding: no regex, no objects)."""
+    try:
+        with open(f"{procfs}/{tgid}/fdinfo/{fd}") as f:
+            text = f.read()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("inotify wd:"):
+            # inotify wd:<hex> ino:<hex> sdev:<hex> mask:<hex> ...
+            parts = line.split(" ", 5)
+            out[int(parts[1][3:], 16)] = int(parts[4][5:], 16)
+    if not out and not _is_inotify(procfs, tgid, fd):
+        return None
+    return out
+
+
+def read_first(procfs: str, holders: tuple[tuple[int, int], ...]) -> dict[int, int] | None:
+    """An instance's watches through the first holder (tgid, fd) that still has it."""
+    for tgid, fd in holders:
+        watches = read_wd_masks(procfs, tgid, fd)
+        if watches is not None:
+            return watches
+    return None  # every holder closed it meanwhile
+
+
 def _is_inotify(procfs: str, tgid: int, fd: int) -> bool:
     try:
         return os.readlink(f"{procfs}/{tgid}/fd/{fd}") == INOTIFY_LINK
