@@ -266,3 +266,28 @@ def test_starts_when_root_is_at_its_instance_limit(workdir: Path) -> None:
             os.close(fd)
         path.write_text(saved)
     assert path.read_text() == saved
+
+
+@pytest.mark.parametrize("seed", [7, 1013])
+def test_randomized_mix(exporter: str, workdir: Path, seed: int) -> None:
+    batches = 6
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", str(WORKLOADS / "scenarios.py"), "random_mix", str(workdir), str(seed), str(batches)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(batches):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "random_mix died"
+            time.sleep(0.1)
+            assert_exact(exporter)
+            proc.stdin.write("\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_exact(exporter)

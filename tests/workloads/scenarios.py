@@ -10,6 +10,8 @@ of inotrace's code: raw libc calls only.
 import ctypes
 import json
 import os
+import random
+import signal
 import sys
 import time
 
@@ -124,6 +126,66 @@ def many(base):
             errors[e] = errors.get(e, 0) + 1
     ready(ok=ok, errors=errors)
     wait()
+
+
+def random_mix(base):
+    """Seeded random inotify operations in batches; waits for a line on stdin between batches."""
+    rng = random.Random(int(sys.argv[3]))
+    dirs = tree(base, 30)
+    fds, children = [], []
+    for batch in range(int(sys.argv[4])):
+        for _ in range(25):
+            op = rng.choice(
+                ["init", "add", "add", "add", "readd", "rm", "close", "dup", "dup2", "fork", "kill", "rmdir", "oneshot"]
+            )
+            if op == "init" or not fds:
+                if len(fds) < 12:
+                    fds.append(init())
+            elif op in ("add", "readd"):
+                d = rng.choice(dirs)
+                if os.path.isdir(d):
+                    add(rng.choice(fds), d, rng.choice([IN_MODIFY, IN_CREATE, IN_DELETE | IN_ATTRIB]))
+            elif op == "rm":
+                libc.inotify_rm_watch(rng.choice(fds), rng.randint(1, 40))  # may fail: EINVAL counts too
+            elif op == "close" and len(fds) > 1:
+                os.close(fds.pop(rng.randrange(len(fds))))
+            elif op == "dup" and len(fds) < 12:
+                fds.append(os.dup(rng.choice(fds)))
+            elif op == "dup2" and len(fds) > 1:
+                a, b = rng.sample(range(len(fds)), 2)
+                os.dup2(fds[a], fds[b])
+            elif op == "fork" and len(children) < 4:
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(r)
+                    os.write(w, b"x")
+                    wait()
+                os.close(w)
+                os.read(r, 1)
+                os.close(r)
+                children.append(pid)
+                if len(fds) > 1:  # the parent lets go of one; the child still holds it
+                    os.close(fds.pop(rng.randrange(len(fds))))
+            elif op == "kill" and children:
+                pid = children.pop(rng.randrange(len(children)))
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            elif op == "rmdir":
+                d = rng.choice(dirs)
+                if os.path.isdir(d):
+                    os.rmdir(d)
+                else:
+                    os.mkdir(d)
+            elif op == "oneshot":
+                f = os.path.join(base, f"one{batch}")
+                open(f, "w").close()
+                add(rng.choice(fds), f, IN_ATTRIB | IN_ONESHOT)
+                os.utime(f)
+        print(json.dumps({"batch": batch, "pid": os.getpid(), "children": children}), flush=True)
+        sys.stdin.readline()
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
