@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
+from factories import make_call
 from inotrace.accounting import Accounting
-from inotrace.records import Backend, InotifyCall, InstanceFile, Origin, Syscall
+from inotrace.records import InotifyCall, InstanceFile, Syscall
 
 G1, G2, UC = 0xA000, 0xB000, 0xC000
 
 
 def call(syscall: Syscall, group: int, ret: int = 0, wd: int = 0, mask: int = 2, euid: int = 1000) -> InotifyCall:
-    return InotifyCall(
-        ts_ns=0,
-        syscall=syscall,
-        tgid=10,
-        tid=10,
-        ppid=1,
-        uid=euid,
-        euid=euid,
-        comm=b"x",
-        cgroup_id=0,
-        ret=ret,
-        fd=3,
-        flags=0,
-        mask=mask,
-        wd=wd,
-        path=None,
-        path_truncated=False,
-        path_fault=False,
-        group=group if ret >= 0 else 0,
-        origin=Origin.USER,
-        backend=Backend.TRACEPOINT,
+    return make_call(
+        syscall=syscall, uid=euid, euid=euid, ret=ret, fd=3, mask=mask, wd=wd, group=group if ret >= 0 else 0
     )
 
 

@@ -5,30 +5,24 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from factories import make_call
 from inotrace.audit import Clock, Filter, InstanceIds, table_header, table_row, to_json_line, to_json_obj
-from inotrace.records import Backend, InotifyCall, Origin, Syscall
+from inotrace.records import Syscall
 
-CALL = InotifyCall(
+CALL = make_call(
     ts_ns=1_000,
     syscall=Syscall.INOTIFY_ADD_WATCH,
     tgid=10,
     tid=11,
-    ppid=1,
     uid=1000,
     euid=1000,
     comm=b"node\x1b[2J",
     cgroup_id=5,
     ret=3,
     fd=4,
-    flags=0,
     mask=0x102,
-    wd=0,
     path=b"/srv/\nx",
-    path_truncated=False,
-    path_fault=False,
     group=0xFFFF8880DEADBEEF,
-    origin=Origin.USER,
-    backend=Backend.TRACEPOINT,
 )
 
 

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from factories import make_call
 from inotrace import selftest
-from inotrace.records import Backend, InotifyCall, Origin, Syscall
+from inotrace.records import InotifyCall, Syscall
 
 EXP = selftest.Expected(pid=100, tid=100, ppid=1, uid=0, euid=0, comm=b"inotrace", fd_a=3, fd_b=4, fd_a_dup=5)
 
 
 def rec(syscall: Syscall, ret: int, fd: int, group: int) -> InotifyCall:
-    return InotifyCall(
-        ts_ns=0,
-        syscall=syscall,
-        tgid=100,
-        tid=100,
-        ppid=1,
-        uid=0,
-        euid=0,
-        comm=b"inotrace",
-        cgroup_id=0,
-        ret=ret,
-        fd=fd,
-        flags=0,
-        mask=0,
-        wd=0,
-        path=None,
-        path_truncated=False,
-        path_fault=False,
-        group=group,
-        origin=Origin.USER,
-        backend=Backend.TRACEPOINT,
-    )
+    return make_call(syscall=syscall, tgid=100, tid=100, comm=b"inotrace", ret=ret, fd=fd, group=group)
 
 
 GOOD = [

@@ -142,25 +142,11 @@ def decode_instances(data: bytes) -> list[InstanceFile]:
     size = ctypes.sizeof(InstanceRecC)
     if len(data) % size:
         raise DecodeError(f"iterator output of {len(data)} bytes is not a multiple of {size}")
+    names = [f[0] for f in InstanceRecC._fields_]  # InstanceFile has the same fields
     out = []
     for off in range(0, len(data), size):
         r = InstanceRecC.from_buffer_copy(data, off)
-        out.append(
-            InstanceFile(
-                group=r.group,
-                ucounts=r.ucounts,
-                tgid=r.tgid,
-                fd=r.fd,
-                uid=r.uid,
-                user_ns=r.user_ns,
-                ucount_instances=r.ucount_instances,
-                ucount_watches=r.ucount_watches,
-                max_instances=r.max_instances,
-                max_watches=r.max_watches,
-                q_len=r.q_len,
-                max_events=r.max_events,
-            )
-        )
+        out.append(InstanceFile(**{name: getattr(r, name) for name in names}))
     return out
 
 

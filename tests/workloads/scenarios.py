@@ -52,11 +52,8 @@ def wait():
         time.sleep(3600)
 
 
-def fork_shared(base):
-    """Parent makes an instance with 7 watches, forks, then closes its fd: the child holds it."""
-    fd = init()
-    for p in tree(base, 7):
-        add(fd, p)
+def fork_holder():
+    """Fork a child that keeps every fd and waits; return once it is running."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:
@@ -65,6 +62,16 @@ def fork_shared(base):
         wait()
     os.close(w)
     os.read(r, 1)
+    os.close(r)
+    return child
+
+
+def fork_shared(base):
+    """Parent makes an instance with 7 watches, forks, then closes its fd: the child holds it."""
+    fd = init()
+    for p in tree(base, 7):
+        add(fd, p)
+    child = fork_holder()
     os.close(fd)
     ready(child=child, watches=7)
     wait()
@@ -155,16 +162,7 @@ def random_mix(base):
                 a, b = rng.sample(range(len(fds)), 2)
                 os.dup2(fds[a], fds[b])
             elif op == "fork" and len(children) < 4:
-                r, w = os.pipe()
-                pid = os.fork()
-                if pid == 0:
-                    os.close(r)
-                    os.write(w, b"x")
-                    wait()
-                os.close(w)
-                os.read(r, 1)
-                os.close(r)
-                children.append(pid)
+                children.append(fork_holder())
                 if len(fds) > 1:  # the parent lets go of one; the child still holds it
                     os.close(fds.pop(rng.randrange(len(fds))))
             elif op == "kill" and children:
