@@ -128,6 +128,7 @@ class Tracer:
         self.accounting.reconcile(files, self._read_watches, full=full, seeding=seeding)
         if full:
             self._next_full = time.monotonic() + self._reconcile_interval
+            self._comms.clear()  # exec changes a process's comm; re-read them
         owners = {inst.owner for inst in self.accounting.instances.values()}
         for tgid in self._comms.keys() - owners:
             del self._comms[tgid]
