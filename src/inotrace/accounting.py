@@ -146,6 +146,7 @@ class Accounting:
             if fresh:
                 fresh_insts.append(inst)
         self._reread(fresh_insts, read, count=not seeding)
+        fresh_groups = {i.group for i in fresh_insts}
         self.users = users
         by_user: dict[int, list[Instance]] = {}
         for inst in self.instances.values():
@@ -156,7 +157,7 @@ class Accounting:
             if kernel is None:
                 continue
             if full or sum(len(i.watches) for i in insts) != kernel.watches:
-                stale.extend(i for i in insts if i not in fresh_insts)
+                stale.extend(i for i in insts if i.group not in fresh_groups)
         self._reread(stale, read)
         self.drift = {
             "instances": sum(abs(k.instances - len(by_user.get(uc, ()))) for uc, k in users.items()),
