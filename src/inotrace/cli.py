@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .errors import InotraceError
@@ -188,7 +188,10 @@ def _open_log(path: str) -> TextIO:
 
 
 def _run_tracer(
-    args: argparse.Namespace, started: Callable[[Tracer], None], sink: Callable[[InotifyCall], None]
+    args: argparse.Namespace,
+    started: Callable[[Tracer], None],
+    sink: Callable[[InotifyCall], None],
+    **tracer_options: Any,
 ) -> None:
     """Load, attach, self-test, then poll until a signal. Always detaches."""
     from .bpf_program import Program  # noqa: PLC0415 - bcc only when BPF is needed
@@ -199,12 +202,7 @@ def _run_tracer(
     tracer = None
     try:
         program.attach(args.probes)
-        tracer = Tracer(
-            program,
-            procfs=args.procfs,
-            reconcile_interval=getattr(args, "reconcile_interval", 30),
-            max_instances=getattr(args, "max_instances", 1 << 20),
-        )
+        tracer = Tracer(program, procfs=args.procfs, **tracer_options)
         tracer.self_test()
         tracer.seed()
         started(tracer)
@@ -255,7 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_file.write(to_json_line(call, clock, ids) + "\n")
 
     try:
-        _run_tracer(args, started, sink)
+        _run_tracer(args, started, sink, reconcile_interval=args.reconcile_interval, max_instances=args.max_instances)
     finally:
         exporter.stop()
         if log_file is not None:
@@ -280,7 +278,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if keep(call):
             print(fmt(call, clock, ids), file=out, flush=True)
 
-    _run_tracer(args, started, sink)
+    # trace prints calls only: no accounting model, no fdinfo reads
+    _run_tracer(args, started, sink, account=False)
     return 0
 
 

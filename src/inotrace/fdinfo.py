@@ -52,8 +52,8 @@ def parse(text: str) -> list[Watch]:
     return out
 
 
-def read_watches(procfs: str, tgid: int, fd: int) -> list[Watch] | None:
-    """The watches of an inotify fd, or None if that fd is gone or not inotify."""
+def _inotify_fdinfo(procfs: str, tgid: int, fd: int) -> str | None:
+    """fdinfo text of an inotify fd, or None if that fd is gone or not inotify."""
     try:
         with open(f"{procfs}/{tgid}/fdinfo/{fd}") as f:
             text = f.read()
@@ -61,15 +61,19 @@ def read_watches(procfs: str, tgid: int, fd: int) -> list[Watch] | None:
         return None
     if "inotify wd:" not in text and not _is_inotify(procfs, tgid, fd):
         return None
-    return parse(text)
+    return text
+
+
+def read_watches(procfs: str, tgid: int, fd: int) -> list[Watch] | None:
+    """The watches of an inotify fd, or None if that fd is gone or not inotify."""
+    text = _inotify_fdinfo(procfs, tgid, fd)
+    return None if text is None else parse(text)
 
 
 def read_wd_masks(procfs: str, tgid: int, fd: int) -> dict[int, int] | None:
     """wd -> mask of an inotify fd (the hot path of seeding: no regex, no objects)."""
-    try:
-        with open(f"{procfs}/{tgid}/fdinfo/{fd}") as f:
-            text = f.read()
-    except OSError:
+    text = _inotify_fdinfo(procfs, tgid, fd)
+    if text is None:
         return None
     out = {}
     for line in text.splitlines():
@@ -77,8 +81,6 @@ def read_wd_masks(procfs: str, tgid: int, fd: int) -> dict[int, int] | None:
             # inotify wd:<hex> ino:<hex> sdev:<hex> mask:<hex> ...
             parts = line.split(" ", 5)
             out[int(parts[1][3:], 16)] = int(parts[4][5:], 16)
-    if not out and not _is_inotify(procfs, tgid, fd):
-        return None
     return out
 
 
@@ -121,3 +123,18 @@ def read_comm(procfs: str, tgid: int) -> bytes | None:
             return f.read().rstrip(b"\n")
     except OSError:
         return None
+
+
+INOTIFY_LIMITS = ("max_user_instances", "max_user_watches", "max_queued_events")
+
+
+def read_inotify_limits(procfs: str) -> dict[str, int | None]:
+    """fs.inotify.* limits of the reader's user namespace (None where unreadable)."""
+    out: dict[str, int | None] = {}
+    for name in INOTIFY_LIMITS:
+        try:
+            with open(f"{procfs}/sys/fs/inotify/{name}") as f:
+                out[name] = int(f.read().strip())
+        except (OSError, ValueError):
+            out[name] = None
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 from .errors import InotraceError
 
@@ -45,7 +46,7 @@ def _check(ret: int, what: str) -> int:
     if ret < 0:
         # libbpf 1.x returns -errno and sets errno
         err = ctypes.get_errno() or -ret
-        raise InotraceError(f"{what}: {__import__('os').strerror(err)}")
+        raise InotraceError(f"{what}: {os.strerror(err)}")
     return ret
 
 

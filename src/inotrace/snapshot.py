@@ -91,14 +91,6 @@ def _status_euid(procfs: str, pid: int) -> int | None:
     return None
 
 
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def take(procfs: str = "/proc") -> list[SnapInstance]:
     fds: list[tuple[int, int]] = []
     for name in os.listdir(procfs):
@@ -207,10 +199,7 @@ def _shown(path: str | None) -> str:
 
 
 def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = False) -> dict[str, Any]:
-    limits = {
-        name: _read_int(f"{procfs}/sys/fs/inotify/{name}")
-        for name in ("max_user_instances", "max_user_watches", "max_queued_events")
-    }
+    limits = fdinfo.read_inotify_limits(procfs)
     users: dict[int, dict[str, int]] = {}
     procs: dict[int, dict[str, Any]] = {}
     out_instances = []

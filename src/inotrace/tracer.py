@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import queue
@@ -31,14 +32,6 @@ NOBODY = 65534
 SYNC_TIMEOUT_S = 5.0
 
 
-def _read_int(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return 0
-
-
 def _user_ns_inode(procfs: str) -> int:
     try:
         link = os.readlink(f"{procfs}/self/ns/user")  # "user:[4026531837]"
@@ -56,9 +49,16 @@ class Tracer:
     """
 
     def __init__(
-        self, program: Program, procfs: str = "/proc", reconcile_interval: float = 30.0, max_instances: int = 1 << 20
+        self,
+        program: Program,
+        procfs: str = "/proc",
+        reconcile_interval: float = 30.0,
+        max_instances: int = 1 << 20,
+        account: bool = True,
     ) -> None:
+        """account=False: follow calls only (`trace`), no model, no fdinfo reads."""
         self.program = program
+        self.account = account
         self.procfs = procfs
         self.records = 0
         self.invalid = 0
@@ -94,6 +94,8 @@ class Tracer:
         """Main loop step: new calls (already applied to the model)."""
         calls = self._backlog + self._drain(timeout_ms)
         self._backlog = []
+        if not self.account:
+            return calls
         with self.lock:
             for call in calls:
                 self.accounting.apply(call)
@@ -109,15 +111,13 @@ class Tracer:
                 self._requests.get().set()
         return calls
 
-    def _read_one(self, holders: tuple[tuple[int, int], ...]) -> dict[int, int] | None:
-        return fdinfo.read_first(self.procfs, holders)
-
     def _read_watches(self, instances: list[tuple[tuple[int, int], ...]]) -> list[dict[int, int] | None]:
         # The kernel formats fdinfo (a file handle per watch) with the GIL
         # released: a few threads overlap that work on several CPUs.
+        read_one = functools.partial(fdinfo.read_first, self.procfs)
         if len(instances) < 8:
-            return [self._read_one(h) for h in instances]
-        return list(self._pool.map(self._read_one, instances))
+            return [read_one(h) for h in instances]
+        return list(self._pool.map(read_one, instances))
 
     def _reconcile(self, full: bool = False, seeding: bool = False) -> None:
         lost = sum(self.program.read_lost())
@@ -135,6 +135,8 @@ class Tracer:
 
     def seed(self) -> None:
         """Probes are attached: take the kernel's state, then follow events."""
+        if not self.account:
+            return
         with self.lock:
             self._reconcile(full=True, seeding=True)
 
@@ -196,11 +198,12 @@ class Tracer:
     def accounting_source(self, comms: LabelCap, top_n: int) -> Callable[[], list[Metric]]:
         def collect() -> list[Metric]:
             self.sync()
+            sysctl = fdinfo.read_inotify_limits(self.procfs)
             limits = Limits(
                 user_ns=_user_ns_inode(self.procfs),
-                max_user_instances=_read_int(f"{self.procfs}/sys/fs/inotify/max_user_instances"),
-                max_user_watches=_read_int(f"{self.procfs}/sys/fs/inotify/max_user_watches"),
-                max_queued_events=_read_int(f"{self.procfs}/sys/fs/inotify/max_queued_events"),
+                max_user_instances=sysctl["max_user_instances"] or 0,
+                max_user_watches=sysctl["max_user_watches"] or 0,
+                max_queued_events=sysctl["max_queued_events"] or 0,
             )
             with self.lock:
                 return render_accounting(self.accounting, comms, self._comm_of, top_n, limits)
