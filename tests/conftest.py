@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = Path(__file__).resolve().parent / "workloads"
 INOTRACE = [sys.executable, "-m", "inotrace"]
 NOBODY = 65534
+# The kernel-matrix lane runs the same tests once per backend (`--probes`).
+PROBES = os.environ.get("INOTRACE_TEST_PROBES", "")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -72,6 +74,8 @@ class Running:
 
     def __init__(self, args: list[str]) -> None:
         self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
+        if PROBES and args and args[0] in ("serve", "trace") and not any(a.startswith("--probes") for a in args):
+            args = [args[0], f"--probes={PROBES}", *args[1:]]
         self.proc = subprocess.Popen(
             [*INOTRACE, *args], stdout=subprocess.PIPE, stderr=self.stderr, text=True, cwd=ROOT
         )
