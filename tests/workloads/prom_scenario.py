@@ -18,9 +18,11 @@ grow TOTAL STEP PERIOD
     TOTAL: a leak, for the "watches keep growing" alert.
 overflow
     One instance watching a directory, never read, that gets more events than
-    fs.inotify.max_queued_events: its queue overflows.
+    fs.inotify.max_queued_events: its queue overflows. Also fails three opens
+    (ENOENT).
 """
 
+import contextlib
 import ctypes
 import json
 import os
@@ -109,6 +111,10 @@ def overflow(base):
         p = os.path.join(base, f"o{i}")
         open(p, "w").close()
         os.unlink(p)
+    # A few opens that fail (ENOENT), for the failed-opens panel.
+    for i in range(3):
+        with contextlib.suppress(FileNotFoundError):
+            open(os.path.join(base, f"missing{i}")).close()
     ready(events=cap + 16, max_queued_events=cap)
     wait()
 
