@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from factories import make_call
 from inotrace.accounting import Accounting
+from inotrace.lifetime import Holder, Lifetime
 from inotrace.records import InotifyCall, InstanceFile, Syscall
 
 G1, G2, UC = 0xA000, 0xB000, 0xC000
@@ -15,10 +16,10 @@ def call(syscall: Syscall, group: int, ret: int = 0, wd: int = 0, mask: int = 2,
     )
 
 
-def fact(group: int, tgid: int, fd: int, instances: int, watches: int, uid: int = 1000) -> InstanceFile:
+def fact(group: int, tgid: int, fd: int, instances: int, watches: int, uid: int = 1000, q_len: int = 0) -> InstanceFile:
     return InstanceFile(
         group=group,
-        ucounts=UC,
+        ucounts=UC + uid,
         tgid=tgid,
         fd=fd,
         uid=uid,
@@ -27,7 +28,7 @@ def fact(group: int, tgid: int, fd: int, instances: int, watches: int, uid: int 
         ucount_watches=watches,
         max_instances=128,
         max_watches=8192,
-        q_len=0,
+        q_len=q_len,
         max_events=16384,
     )
 
@@ -117,3 +118,59 @@ def test_drift_is_reported_when_truth_cannot_be_read() -> None:
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
     acc.reconcile([fact(G1, 10, 3, 1, 4)], by_fd({}))
     assert acc.drift == {"instances": 0, "watches": 4}
+
+
+def test_lifetime_events_destroyed_and_removed_by_kernel() -> None:
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    acc.apply(call(Syscall.INOTIFY_INIT1, G2, ret=4))
+    for wd in (1, 2):
+        acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd, mask=0x100))
+    acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G2, ret=1))
+    acc.reconcile([fact(G1, 10, 3, 2, 3), fact(G2, 10, 4, 2, 3)], never, now_ns=5)
+    assert acc.events == []
+    # wd 2's directory was removed; then G2's last fd was closed
+    acc.reconcile([fact(G1, 10, 3, 1, 1)], by_fd({(10, 3): {1: 0x100}}), now_ns=7)
+    got = [(e.kind, e.group, e.pid, e.uid, e.wd, e.mask, e.watches, e.ts_ns) for e in acc.events]
+    assert got == [
+        (Lifetime.INSTANCE_DESTROYED, G2, 10, 1000, -1, 0, 1, 7),
+        (Lifetime.WATCH_REMOVED, G1, 10, 1000, 2, 0x100, 0, 7),
+    ]
+
+
+def test_queue_overflow_is_one_event_per_episode() -> None:
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    for q_len in (10, 16385, 16385, 3, 16385):
+        acc.reconcile([fact(G1, 10, 3, 1, 0, q_len=q_len)], never)
+    kinds = [(e.kind, e.q_len, e.max_events) for e in acc.events]
+    assert kinds == [(Lifetime.QUEUE_OVERFLOW, 16385, 16384)] * 2
+
+
+def test_init_already_found_by_reconcile_keeps_its_watches() -> None:
+    acc = Accounting()
+    # reconciling read the kernel at t=100 and found G1 (its init record still in flight)
+    acc.reconcile([fact(G1, 10, 3, 1, 1)], by_fd({(10, 3): {1: 2}}), now_ns=100)
+    acc.apply(make_call(syscall=Syscall.INOTIFY_INIT1, ts_ns=90, ret=3, group=G1, euid=1000))
+    assert acc.instances[G1].watches == {1: 2} and acc.events == []
+    # a later init of the same group is a reuse: the old lifetime ended
+    acc.apply(make_call(syscall=Syscall.INOTIFY_INIT1, ts_ns=120, ret=3, group=G1, euid=1000))
+    assert acc.instances[G1].watches == {}
+    assert [(e.kind, e.watches, e.ts_ns) for e in acc.events] == [(Lifetime.INSTANCE_DESTROYED, 1, 120)]
+
+
+def test_top_holders_of_a_user() -> None:
+    acc = Accounting()
+    for group, fd, watches in ((G1, 3, 3), (G2, 4, 1), (0xD000, 5, 0)):
+        acc.apply(call(Syscall.INOTIFY_INIT1, group, ret=fd))
+        for wd in range(1, watches + 1):
+            acc.apply(call(Syscall.INOTIFY_ADD_WATCH, group, ret=wd))
+    acc.reconcile(
+        [fact(G1, 30, 3, 3, 4), fact(G2, 20, 4, 3, 4), fact(0xD000, 20, 5, 3, 4), fact(0xE000, 40, 3, 1, 0, uid=7)],
+        by_fd({(40, 3): {}}),
+    )
+    assert acc.top_holders(1000, "watches") == (Holder(30, 1, 3), Holder(20, 2, 1))
+    assert acc.top_holders(1000, "instances", n=1) == (Holder(20, 2, 1),)
+    assert acc.top_holders(7, "watches") == (Holder(40, 1, 0),)
+    user = acc.user(1000)
+    assert user is not None and (user.watches, user.max_watches) == (4, 8192)

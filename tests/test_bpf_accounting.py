@@ -11,20 +11,21 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import groundtruth
-from conftest import INOTRACE, WORKLOADS, Running, http_get
+from conftest import INOTRACE, NOBODY, WORKLOADS, Running, http_get
 
 pytestmark = pytest.mark.bpf
 
@@ -45,6 +46,15 @@ def exported(url: str) -> tuple[dict[str, dict], dict[str, float]]:
             elif not s.labels or set(s.labels) == {"kind"} or set(s.labels) == {"resource"}:
                 other[s.name + json.dumps(s.labels, sort_keys=True)] = s.value
     return {"uid": per_uid, "pid": per_pid}, other
+
+
+def metric_value(url: str, name: str, **labels: str) -> float | None:
+    _status, text = http_get(url + "/metrics")
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
 
 
 def snapshot_summary() -> dict[str, dict]:
@@ -212,7 +222,16 @@ def test_kernel_removals_are_corrected(exporter: str, workdir: Path, scenarios) 
     assert after[key] - before[key] == 3
 
 
-def test_watch_limit_hit(exporter: str, workdir: Path, scenarios) -> None:
+def log_records(path: Path, **match: object) -> list[dict]:
+    if not path.exists():
+        return []
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in recs if all(r.get(k) == v for k, v in match.items())]
+
+
+def test_watch_limit_hit(serve, workdir: Path) -> None:
+    log = workdir / "events.jsonl"
+    _proc, exporter = serve("--top-processes=100000", f"--log-events={log}")
     path = Path("/proc/sys/fs/inotify/max_user_watches")
     saved = path.read_text()
     os.chmod(workdir, 0o777)
@@ -222,11 +241,111 @@ def test_watch_limit_hit(exporter: str, workdir: Path, scenarios) -> None:
         try:
             assert s.info["errors"] and set(s.info["errors"]) == {"28"}  # ENOSPC
             assert_exact(exporter)
+            mine = groundtruth.summary()["pid"][s.proc.pid]
+            hits = log_records(log, pid=s.proc.pid, errno="ENOSPC")
+            assert len(hits) == s.info["errors"]["28"]
+            # each failure names the user at its limit and who holds its watches
+            for hit in hits:
+                limit = hit["limit"]
+                assert (limit["resource"], limit["uid"], limit["used"], limit["limit"]) == ("watches", 0, 50, 50)
+                top = {h["pid"]: (h["comm"], h["instances"], h["watches"]) for h in limit["top_holders"]}
+                assert top[s.proc.pid] == ("python3", *mine)
+                assert "limit.top_holders.comm" in hit["untrusted"]
         finally:
             s.kill()
     finally:
         path.write_text(saved)
     assert path.read_text() == saved
+
+
+def wait_for(what: Callable[[], object], timeout: float = 10) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_queue_overflow_of_a_stalled_consumer(serve, workdir: Path) -> None:
+    """inotifywait stops reading (SIGSTOP) while events pour in: twice, two overflows."""
+    log = workdir / "events.jsonl"
+    path = Path("/proc/sys/fs/inotify/max_queued_events")
+    saved = path.read_text()
+    watched = workdir / "w"
+    watched.mkdir()
+    consumer = None
+    try:
+        path.write_text("64\n")  # copied into each instance at creation
+        _proc, url = serve("--top-processes=100000", "--sample-interval=0.05", f"--log-events={log}")
+        consumer = subprocess.Popen(
+            ["inotifywait", "-m", "-e", "create,delete", str(watched)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert "Setting up" in consumer.stderr.readline()  # type: ignore[union-attr]
+        assert "Watches established" in consumer.stderr.readline()  # type: ignore[union-attr]
+        who = {"comm": "inotifywait", "uid": "0"}
+
+        def depth() -> float | None:
+            return metric_value(url, "inotrace_process_inotify_queue_depth", pid=str(consumer.pid), **who)
+
+        def overflows() -> float:
+            return metric_value(url, "inotrace_inotify_queue_overflows_total", **who) or 0
+
+        for episode, op in ((1, "touch"), (2, "unlink")):
+            os.kill(consumer.pid, signal.SIGSTOP)
+            for i in range(100):  # 100 events > 64
+                f = watched / f"f{i}"
+                f.touch() if op == "touch" else f.unlink()
+            wait_for(lambda n=episode: overflows() == n)
+            assert depth() == 65  # 64 events + IN_Q_OVERFLOW
+            os.kill(consumer.pid, signal.SIGCONT)
+            wait_for(lambda: depth() == 0)
+        assert overflows() == 2
+        recs = log_records(log, event="queue_overflow", pid=consumer.pid)
+        assert [(r["comm"], r["uid"], r["q_len"], r["max_events"]) for r in recs] == [("inotifywait", 0, 65, 64)] * 2
+        assert len({r["instance"] for r in recs}) == 1
+    finally:
+        path.write_text(saved)
+        if consumer is not None:
+            consumer.kill()
+            consumer.wait()
+    assert path.read_text() == saved
+
+
+def test_trace_shows_lifetime_events(workdir: Path, scenarios) -> None:
+    tr = Running(["trace", "--sample-interval=0.05"])
+    try:
+        tr.wait_for_log("tracing inotify calls")
+        s = scenarios("dirs", workdir)
+        os.rmdir(s.info["dirs"][0])
+        os.utime(s.info["oneshot"])  # fires the IN_ONESHOT watch
+        time.sleep(0.3)
+        s.kill()  # kill -9 of the only holder: the instance ends with 11 watches
+        pid = s.proc.pid
+        seen: list[dict] = []
+        buf = b""
+        fd = tr.proc.stdout.fileno()  # type: ignore[union-attr]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(r["event"] == "instance_destroyed" for r in seen):
+            if select.select([fd], [], [], 0.2)[0]:
+                buf += os.read(fd, 1 << 16)  # unbuffered: select must see every line
+                *lines, buf = buf.split(b"\n")
+                seen += [r for r in map(json.loads, lines) if r.get("pid") == pid]
+    finally:
+        assert tr.stop() == 0
+    calls = [r for r in seen if r["event"] == "syscall"]
+    assert len(calls) == 15  # init1 + 14 add_watch (the hard link modifies one)
+    (instance,) = {r["instance"] for r in calls if r["syscall"] == "inotify_init1"}
+    removed = [r for r in seen if r["event"] == "watch_removed"]
+    masks = sorted(sorted(r["mask_names"]) for r in removed)
+    assert masks == [["IN_ATTRIB", "IN_ONESHOT"], ["IN_CREATE", "IN_DELETE", "IN_MODIFY"]]
+    assert all(r["cause"] == "kernel" and r["instance"] == instance for r in removed)
+    (gone,) = [r for r in seen if r["event"] == "instance_destroyed"]
+    assert (gone["instance"], gone["watches"], gone["comm"], gone["uid"]) == (instance, 11, "python3", 0)
 
 
 def test_snapshot_paths(workdir: Path, scenarios) -> None:
@@ -250,8 +369,9 @@ def test_starts_when_root_is_at_its_instance_limit(workdir: Path) -> None:
     saved = path.read_text()
     held: list[int] = []
     try:
-        in_use = sum(1 for i in groundtruth.instances() if i.uid == 0)
-        path.write_text(f"{in_use + 2}\n")
+        # uid 65534 (the fallback) must stay under the limit root is held at
+        in_use = max(sum(1 for i in groundtruth.instances() if i.uid == u) for u in (0, NOBODY))
+        path.write_text(f"{in_use + 4}\n")
         libc = ctypes.CDLL(None, use_errno=True)
         while (fd := libc.inotify_init1(0)) >= 0:
             held.append(fd)

@@ -14,6 +14,9 @@ against the kernel at every scrape:
   to that user are then re-read from fdinfo and the model corrected.
 
 Every correction is counted by kind, so drift is visible, never hidden.
+What reconciling finds that no syscall said (an instance destroyed, a watch
+removed by the kernel, a queue that overflowed) is also queued in `events`
+for the audit stream.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .lifetime import Holder, Lifetime, LifetimeEvent
 from .records import InotifyCall, InstanceFile, Syscall
 
 # Reads the current watches (wd -> mask) of several instances, each through
@@ -39,6 +43,8 @@ class Instance:
     user_ns: int = 0
     q_len: int = 0
     max_events: int = 0
+    overflowed: bool = False  # q_len > max_events at the last sample
+    found_ns: int = 0  # when reconciling found it without having seen its init (0: seen)
 
     @property
     def owner(self) -> int:
@@ -66,6 +72,8 @@ class Accounting:
         self.drift = {"instances": 0, "watches": 0}
         self.max_instances = max_instances
         self.overflow = 0  # instances not tracked because of max_instances
+        self.events: list[LifetimeEvent] = []  # found by reconciling; the caller drains it
+        self._now_ns = 0
 
     # -- events --------------------------------------------------------------
 
@@ -82,12 +90,26 @@ class Accounting:
         if not call.ok or not call.group:
             return
         if call.syscall in (Syscall.INOTIFY_INIT, Syscall.INOTIFY_INIT1):
-            # A new lifetime, even if a dead instance's group memory is reused.
-            self.instances.pop(call.group, None)
-            self._get(call.group, call.euid)
+            old = self.instances.get(call.group)
+            if old is not None and old.found_ns and call.ts_ns <= old.found_ns:
+                return  # the kernel state read after this init already holds it
+            if old is not None:
+                # A dead instance's group memory reused before a reconcile saw it go.
+                del self.instances[call.group]
+                self.events.append(
+                    LifetimeEvent(
+                        Lifetime.INSTANCE_DESTROYED, call.ts_ns, old.group, old.owner, old.uid, watches=len(old.watches)
+                    )
+                )
+            inst = self._get(call.group, call.euid)
+            if inst is not None:
+                # until the kernel's fd tables are read: the creator holds it
+                inst.holders = ((call.tgid, int(call.ret)),)
         elif call.syscall == Syscall.INOTIFY_ADD_WATCH:
             inst = self._get(call.group, call.euid)
             if inst is not None:
+                if not inst.holders:
+                    inst.holders = ((call.tgid, call.fd),)
                 # ret is the wd; an existing wd means the watch was modified
                 inst.watches[int(call.ret)] = call.mask
         elif call.syscall == Syscall.INOTIFY_RM_WATCH:
@@ -95,7 +117,48 @@ class Accounting:
             if inst is not None:
                 inst.watches.pop(call.wd, None)
 
+    # -- queries -------------------------------------------------------------
+
+    def top_holders(self, uid: int, by: str, n: int = 5) -> tuple[Holder, ...]:
+        """The processes holding most of a user's instances or watches (by="instances"|"watches")."""
+        per: dict[int, list[int]] = {}
+        for inst in self.instances.values():
+            if inst.uid == uid and inst.holders:
+                row = per.setdefault(inst.owner, [0, 0])
+                row[0] += 1
+                row[1] += len(inst.watches)
+        key = 1 if by == "watches" else 0
+        ranked = sorted(per.items(), key=lambda kv: (-kv[1][key], -kv[1][1 - key], kv[0]))[:n]
+        return tuple(Holder(pid, v[0], v[1]) for pid, v in ranked)
+
+    def user(self, uid: int) -> UserCounts | None:
+        """The kernel's counters for uid (in any user namespace), as of the last reconcile."""
+        return next((u for u in self.users.values() if u.uid == uid), None)
+
     # -- reconciling -----------------------------------------------------------
+
+    def _sample_queue(self, inst: Instance) -> None:
+        """An overflow episode starts when q_len passes max_events.
+
+        On overflow the kernel queues one IN_Q_OVERFLOW event, counted in
+        q_len (so q_len == max_events + 1) and drops every later event until
+        the reader drains the queue. Nothing in the kernel counts episodes,
+        so they are found by sampling: one drained within a sample is missed.
+        """
+        over = inst.max_events > 0 and inst.q_len > inst.max_events
+        if over and not inst.overflowed:
+            self.events.append(
+                LifetimeEvent(
+                    Lifetime.QUEUE_OVERFLOW,
+                    self._now_ns,
+                    inst.group,
+                    inst.owner,
+                    inst.uid,
+                    q_len=inst.q_len,
+                    max_events=inst.max_events,
+                )
+            )
+        inst.overflowed = over
 
     def _reread(self, insts: list[Instance], read: WatchReader, count: bool = True) -> None:
         """Replace instances' watches with what fdinfo says; count the differences."""
@@ -103,19 +166,33 @@ class Accounting:
             if truth is None:
                 continue
             if count:
-                self.corrections["watch_removed_by_kernel"] += len(inst.watches.keys() - truth.keys())
+                gone = sorted(inst.watches.keys() - truth.keys())
+                self.corrections["watch_removed_by_kernel"] += len(gone)
                 self.corrections["watch_missed"] += len(truth.keys() - inst.watches.keys())
+                self.events.extend(
+                    LifetimeEvent(
+                        Lifetime.WATCH_REMOVED, self._now_ns, inst.group, inst.owner, inst.uid, wd, inst.watches[wd]
+                    )
+                    for wd in gone
+                )
             inst.watches = truth
 
     def reconcile(
-        self, files: Iterable[InstanceFile], read: WatchReader, full: bool = False, seeding: bool = False
+        self,
+        files: Iterable[InstanceFile],
+        read: WatchReader,
+        full: bool = False,
+        seeding: bool = False,
+        now_ns: int = 0,
     ) -> None:
         """Bring the model in line with the kernel (see the module docstring).
 
         full: re-read every instance's watches, not only those of users whose
         counts differ (periodic reconcile, or after lost events).
         seeding: the first reconcile; what it finds is not a correction.
+        now_ns: the time stamped on the lifetime events this finds.
         """
+        self._now_ns = now_ns
         holders: dict[int, list[tuple[int, int]]] = {}
         facts: dict[int, InstanceFile] = {}
         users: dict[int, UserCounts] = {}
@@ -125,8 +202,13 @@ class Accounting:
             users[f.ucounts] = UserCounts(
                 f.uid, f.user_ns, f.ucount_instances, f.ucount_watches, f.max_instances, f.max_watches
             )
-        for group in self.instances.keys() - holders.keys():
-            del self.instances[group]  # its last fd was closed: destroyed
+        for group in sorted(self.instances.keys() - holders.keys()):
+            gone = self.instances.pop(group)  # its last fd was closed: destroyed
+            self.events.append(
+                LifetimeEvent(
+                    Lifetime.INSTANCE_DESTROYED, now_ns, group, gone.owner, gone.uid, watches=len(gone.watches)
+                )
+            )
         fresh_insts: list[Instance] = []
         for group, held in holders.items():
             f = facts[group]
@@ -136,13 +218,14 @@ class Accounting:
                 if len(self.instances) >= self.max_instances:
                     self.overflow += 1
                     continue
-                inst = self.instances[group] = Instance(group, f.uid)
+                inst = self.instances[group] = Instance(group, f.uid, found_ns=now_ns)
                 if not seeding:
                     self.corrections["instance_missed"] += 1
             assert inst is not None
             inst.holders = tuple(sorted(held))
             inst.uid, inst.ucounts, inst.user_ns = f.uid, f.ucounts, f.user_ns
             inst.q_len, inst.max_events = f.q_len, f.max_events
+            self._sample_queue(inst)
             if fresh:
                 fresh_insts.append(inst)
         self._reread(fresh_insts, read, count=not seeding)

@@ -1,4 +1,6 @@
-"""The audit stream: one JSON object (or table row) per inotify call.
+"""The audit stream: one JSON object (or table row) per inotify call, and per
+lifetime event the accounting found (instance destroyed, watch removed by the
+kernel, queue overflow).
 
 Strings chosen by the traced process are escaped and bounded, and listed in
 `untrusted`; those copied out of the caller's memory (and so racy: the caller
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .lifetime import LifetimeEvent, LimitHit
 from .names import INIT1_FLAG_BITS, INOTIFY_MASK_BITS, bit_names, errno_name
 from .records import InotifyCall, Syscall
 from .untrusted import escape
@@ -58,12 +61,94 @@ class Filter:
     comms: frozenset[bytes] = frozenset()
     uids: frozenset[int] = frozenset()
 
-    def __call__(self, call: InotifyCall) -> bool:
-        if self.pids and call.tgid not in self.pids and call.tid not in self.pids:
+    def __call__(self, rec: InotifyCall | LifetimeEvent) -> bool:
+        if isinstance(rec, LifetimeEvent):
+            pids, uids = {rec.pid}, {rec.uid}
+        else:
+            pids, uids = {rec.tgid, rec.tid}, {rec.uid, rec.euid}
+        if self.pids and not pids & self.pids:
             return False
-        if self.comms and call.comm not in self.comms:
+        if self.comms and rec.comm not in self.comms:
             return False
-        return not (self.uids and call.uid not in self.uids and call.euid not in self.uids)
+        return not (self.uids and not uids & self.uids)
+
+
+class Formatter:
+    """Renders records as JSON lines or table rows, with one clock and one id key."""
+
+    def __init__(self, table: bool = False) -> None:
+        self.clock, self.ids, self.table = Clock(), InstanceIds(), table
+
+    def header(self) -> str | None:
+        return table_header() if self.table else None
+
+    def __call__(self, rec: InotifyCall | LifetimeEvent) -> str:
+        if isinstance(rec, LifetimeEvent):
+            if self.table:
+                return lifetime_row(rec, self.clock, self.ids)
+            return _dumps(lifetime_obj(rec, self.clock, self.ids))
+        if self.table:
+            return table_row(rec, self.clock, self.ids)
+        return to_json_line(rec, self.clock, self.ids)
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+
+
+def _limit_obj(hit: LimitHit) -> dict[str, Any]:
+    """The user at its limit: `used` from the model as of this call, `limit` from the kernel."""
+    return {
+        "resource": hit.resource,
+        "uid": hit.uid,
+        "used": hit.used,
+        "limit": hit.limit,
+        "top_holders": [
+            {"pid": h.pid, "comm": escape(h.comm, COMM_LIMIT)[0], "instances": h.instances, "watches": h.watches}
+            for h in hit.top
+        ],
+    }
+
+
+def lifetime_obj(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> dict[str, Any]:
+    """A lifetime event: found by comparing the kernel with the model, no syscall."""
+    comm, comm_cut = escape(ev.comm, COMM_LIMIT)
+    obj: dict[str, Any] = {
+        "time": clock.iso(ev.ts_ns),
+        "ts_ns": ev.ts_ns,
+        "event": ev.kind.value,
+        "pid": ev.pid or None,
+        "uid": ev.uid,
+        "comm": comm,
+        "instance": ids(ev.group),
+    }
+    if ev.kind.value == "watch_removed":
+        obj["wd"] = ev.wd
+        obj["mask"] = ev.mask
+        obj["mask_names"] = bit_names(ev.mask, INOTIFY_MASK_BITS)
+        obj["cause"] = "kernel"  # inode deleted, filesystem unmounted or IN_ONESHOT fired
+    elif ev.kind.value == "instance_destroyed":
+        obj["watches"] = ev.watches
+    else:
+        obj["q_len"] = ev.q_len
+        obj["max_events"] = ev.max_events
+    obj["untrusted"] = ["comm"]
+    obj["user_memory"] = []
+    if comm_cut:
+        obj["truncated"] = ["comm"]
+    return obj
+
+
+def lifetime_row(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> str:
+    obj = lifetime_obj(ev, clock, ids)
+    if "wd" in obj:
+        detail = f"wd={ev.wd} mask={'|'.join(obj['mask_names']) or '0'}"
+    elif "watches" in obj:
+        detail = f"watches={ev.watches}"
+    else:
+        detail = f"q_len={ev.q_len} max_events={ev.max_events}"
+    cells = (obj["time"][11:23], str(ev.pid), "-", str(ev.uid), obj["comm"], ev.kind.value, "-", obj["instance"])
+    return " ".join(c.ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)) + " " + detail
 
 
 def to_json_obj(call: InotifyCall, clock: Clock, ids: InstanceIds) -> dict[str, Any]:
@@ -115,13 +200,16 @@ def to_json_obj(call: InotifyCall, clock: Clock, ids: InstanceIds) -> dict[str, 
         "untrusted": untrusted,
         "user_memory": user_memory,
     }
+    if call.limit is not None:
+        obj["limit"] = _limit_obj(call.limit)
+        untrusted.append("limit.top_holders.comm")
     if truncated:
         obj["truncated"] = truncated
     return obj
 
 
 def to_json_line(call: InotifyCall, clock: Clock, ids: InstanceIds) -> str:
-    return json.dumps(to_json_obj(call, clock, ids), ensure_ascii=True, separators=(",", ":"))
+    return _dumps(to_json_obj(call, clock, ids))
 
 
 TABLE_COLUMNS = ("TIME", "PID", "TID", "EUID", "COMM", "SYSCALL", "RET", "INSTANCE")

@@ -15,15 +15,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
 from .errors import InotraceError
 from .exporter import DEFAULT_LISTEN
 
 if TYPE_CHECKING:
-    from .records import InotifyCall
-    from .tracer import Tracer
+    from .tracer import Record, Tracer
 
 log = logging.getLogger("inotrace")
 
@@ -85,6 +84,41 @@ def _positive(value: str) -> int:
     return n
 
 
+def _seconds(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0.01 <= n <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0.01 and 86400 seconds: {value!r}")
+    return n
+
+
+def _add_accounting(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sample-interval",
+        dest="sample_interval",
+        type=_seconds,
+        default=1.0,
+        help="seconds between comparisons of the model with the kernel, which find destroyed instances, "
+        "watches the kernel removed and queue overflows (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reconcile-interval",
+        dest="reconcile_interval",
+        type=_positive,
+        default=30,
+        help="seconds between full reconciles of every instance's watches with fdinfo (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-tracked-instances",
+        dest="max_instances",
+        type=_positive,
+        default=1 << 20,
+        help="instances the live model holds at most; more are counted, not tracked (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="inotrace", description="Trace inotify instances, watches and limits with eBPF.")
     parser.add_argument("--version", action="version", version=f"inotrace {__version__}")
@@ -107,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=200,
         help="distinct comm label values before the rest are folded into 'other' (default: %(default)s)",
     )
-    serve.add_argument("--log-events", dest="log_events", metavar="FILE", help="append every inotify call as JSON")
+    serve.add_argument(
+        "--log-events",
+        dest="log_events",
+        metavar="FILE",
+        help="append the audit stream (calls and lifetime events) to FILE as JSON lines",
+    )
     serve.add_argument(
         "--top-processes",
         dest="top_processes",
@@ -115,20 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="processes exported with a pid label, the top ones by watches (default: %(default)s)",
     )
-    serve.add_argument(
-        "--reconcile-interval",
-        dest="reconcile_interval",
-        type=_positive,
-        default=30,
-        help="seconds between full reconciles of every instance's watches with fdinfo (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-tracked-instances",
-        dest="max_instances",
-        type=_positive,
-        default=1 << 20,
-        help="instances the live model holds at most; more are counted, not tracked (default: %(default)s)",
-    )
+    _add_accounting(serve)
 
     snap = sub.add_parser("snapshot", help="who holds inotify instances and watches now (procfs; no BPF, no root)")
     snap.add_argument("--json", action="store_true", help="machine-readable output")
@@ -143,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--comm", action="append", default=[], help="only this comm (repeatable)")
     trace.add_argument("--uid", type=_uid, action="append", default=[], help="only this uid or euid (repeatable)")
     trace.add_argument("--format", choices=("json", "table"), default="json", help="(default: %(default)s)")
+    _add_accounting(trace)
     return parser
 
 
@@ -190,8 +217,7 @@ def _open_log(path: str) -> TextIO:
 def _run_tracer(
     args: argparse.Namespace,
     started: Callable[[Tracer], None],
-    sink: Callable[[InotifyCall], None],
-    **tracer_options: Any,
+    sink: Callable[[Record], None],
 ) -> None:
     """Load, attach, self-test, then poll until a signal. Always detaches."""
     from .bpf_program import Program  # noqa: PLC0415 - bcc only when BPF is needed
@@ -202,13 +228,19 @@ def _run_tracer(
     tracer = None
     try:
         program.attach(args.probes)
-        tracer = Tracer(program, procfs=args.procfs, **tracer_options)
+        tracer = Tracer(
+            program,
+            procfs=args.procfs,
+            reconcile_interval=args.reconcile_interval,
+            sample_interval=args.sample_interval,
+            max_instances=args.max_instances,
+        )
         tracer.self_test()
         tracer.seed()
         started(tracer)
         while True:
-            for call in tracer.poll(POLL_MS):
-                sink(call)
+            for rec in tracer.poll(POLL_MS):
+                sink(rec)
     except _Stop:
         log.info("signal received, detaching probes")
     finally:
@@ -220,7 +252,7 @@ def _run_tracer(
 def cmd_serve(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-    from .audit import Clock, InstanceIds, to_json_line  # noqa: PLC0415
+    from .audit import Formatter  # noqa: PLC0415
     from .exporter import Exporter  # noqa: PLC0415
     from .labels import LabelCap  # noqa: PLC0415
     from .metrics import InotraceCollector  # noqa: PLC0415
@@ -230,7 +262,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Bind first: a taken port should fail before seconds of BPF compiling.
     exporter = Exporter(args.listen, args.telemetry_path, registry, ready=lambda: state["ready"])
     log_file = _open_log(args.log_events) if args.log_events else None
-    clock, ids = Clock(), InstanceIds()
+    fmt = Formatter()
 
     def started(tracer: Tracer) -> None:
         comms = LabelCap(args.max_comms)
@@ -248,12 +280,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = str(exporter.address[0]), exporter.address[1]
         log.info("serving on http://%s:%s%s", f"[{host}]" if ":" in host else host, port, args.telemetry_path)
 
-    def sink(call: InotifyCall) -> None:
+    def sink(rec: Record) -> None:
         if log_file is not None:
-            log_file.write(to_json_line(call, clock, ids) + "\n")
+            log_file.write(fmt(rec) + "\n")
 
     try:
-        _run_tracer(args, started, sink, reconcile_interval=args.reconcile_interval, max_instances=args.max_instances)
+        _run_tracer(args, started, sink)
     finally:
         exporter.stop()
         if log_file is not None:
@@ -262,24 +294,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from .audit import Clock, Filter, InstanceIds, table_header, table_row, to_json_line  # noqa: PLC0415
+    from .audit import Filter, Formatter  # noqa: PLC0415
 
     keep = Filter(frozenset(args.pid), frozenset(os.fsencode(c) for c in args.comm), frozenset(args.uid))
-    clock, ids = Clock(), InstanceIds()
+    fmt = Formatter(table=args.format == "table")
     out = sys.stdout
-    fmt = to_json_line if args.format == "json" else table_row
 
     def started(_tracer: Tracer) -> None:
-        log.info("tracing inotify calls, Ctrl-C to stop")
-        if args.format == "table":
-            print(table_header(), file=out, flush=True)
+        log.info("tracing inotify calls and instance lifetimes, Ctrl-C to stop")
+        header = fmt.header()
+        if header:
+            print(header, file=out, flush=True)
 
-    def sink(call: InotifyCall) -> None:
-        if keep(call):
-            print(fmt(call, clock, ids), file=out, flush=True)
+    def sink(rec: Record) -> None:
+        if keep(rec):
+            print(fmt(rec), file=out, flush=True)
 
-    # trace prints calls only: no accounting model, no fdinfo reads
-    _run_tracer(args, started, sink, account=False)
+    _run_tracer(args, started, sink)
     return 0
 
 

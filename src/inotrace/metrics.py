@@ -109,9 +109,18 @@ CORRECTION_KINDS = ("instance_missed", "watch_missed", "watch_removed_by_kernel"
 
 
 def render_accounting(
-    acc: Accounting, comms: LabelCap, comm_of: Callable[[int], str], top_n: int, limits: Limits
+    acc: Accounting,
+    comms: LabelCap,
+    comm_of: Callable[[int], str],
+    top_n: int,
+    limits: Limits,
+    *,
+    overflows: Sequence[tuple[str, int, int]] = (),
 ) -> list[Metric]:
-    """Current instances and watches: by comm/uid, per top process, per user, limits."""
+    """Current instances and watches: by comm/uid, per top process, per user, limits.
+
+    overflows: (owner comm, uid, episodes) of queue overflows seen so far.
+    """
     # A shared instance counts once, for its owner (lowest-numbered holder).
     per_proc: dict[tuple[int, int], list[int]] = {}  # (tgid, uid) -> [instances, watches, deepest queue]
     for inst in acc.instances.values():
@@ -203,7 +212,35 @@ def render_accounting(
         "inotrace_accounting_untracked_instances", "instances not tracked because --max-tracked-instances was reached"
     )
     overflow.add_metric([], acc.overflow)
-    return [inst_f, watch_f, p_inst, p_watch, p_queue, u_inst, u_watch, max_i, max_w, max_q, corr, drift, overflow]
+    q_over = CounterMetricFamily(
+        "inotrace_inotify_queue_overflows",
+        "times an instance's event queue was seen overflowed (IN_Q_OVERFLOW queued, later events dropped), "
+        "by owner comm and charged uid; sampled, so an overflow drained within one sample can be missed",
+        labels=["comm", "uid"],
+    )
+    comms.admit((c, n) for c, _, n in overflows)
+    by_label: dict[tuple[str, str], int] = {}
+    for c, uid, n in overflows:
+        key = (comms.label(c), str(uid))
+        by_label[key] = by_label.get(key, 0) + n
+    for labels, n in sorted(by_label.items()):
+        q_over.add_metric(list(labels), n)
+    return [
+        inst_f,
+        watch_f,
+        p_inst,
+        p_watch,
+        p_queue,
+        u_inst,
+        u_watch,
+        max_i,
+        max_w,
+        max_q,
+        corr,
+        drift,
+        overflow,
+        q_over,
+    ]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import ctypes
 import enum
 from dataclasses import dataclass
 
+from .lifetime import LimitHit
+
 COMM_LEN = 16
 PATH_LEN = 256
 
@@ -178,6 +180,8 @@ class InotifyCall:
     group: int
     origin: Origin
     backend: Backend
+    # Set by the tracer on ENOSPC / EMFILE: the user at its limit and its top holders.
+    limit: LimitHit | None = None
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from prometheus_client.core import Metric
 
@@ -19,13 +20,20 @@ from .accounting import Accounting
 from .bpf_program import Program
 from .errors import InotraceError
 from .labels import LabelCap
+from .lifetime import Lifetime, LifetimeEvent, LimitHit
 from .metrics import CallCount, Limits, ProbeRow, render_accounting, render_calls, render_self
-from .records import DecodeError, InotifyCall, LostReason, decode, decode_instances
+from .records import DecodeError, InotifyCall, LostReason, Syscall, decode, decode_instances
 from .untrusted import escape_text
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[InotifyCall], None]
+Record = InotifyCall | LifetimeEvent
+Sink = Callable[[Record], None]
+
+# errno -> the per-user limit it can mean (EMFILE is also RLIMIT_NOFILE: the
+# record's used/limit tell the two apart).
+LIMIT_ERRNOS = {errno.ENOSPC: "watches", errno.EMFILE: "instances"}
+TOP_HOLDERS = 5
 
 SELFTEST_TIMEOUT_S = 5.0
 NOBODY = 65534
@@ -51,12 +59,20 @@ class Tracer:
     def __init__(
         self,
         program: Program,
+        *,
         procfs: str = "/proc",
         reconcile_interval: float = 30.0,
         max_instances: int = 1 << 20,
         account: bool = True,
+        sample_interval: float = 1.0,
     ) -> None:
-        """account=False: follow calls only (`trace`), no model, no fdinfo reads."""
+        """account=False: follow calls only, no model, no fdinfo reads.
+
+        Every sample_interval the model is compared with the kernel (cheap:
+        one iterator run; fdinfo only for users whose counts differ), which
+        is when instance ends, kernel-removed watches and queue overflows
+        are found; every reconcile_interval all watches are re-read.
+        """
         self.program = program
         self.account = account
         self.procfs = procfs
@@ -69,8 +85,12 @@ class Tracer:
         self._requests: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
         self._reconcile_interval = reconcile_interval
         self._next_full = 0.0
+        self._sample_interval = sample_interval
+        self._next_sample = 0.0
         self._lost_seen = 0
-        self._comms: dict[int, str] = {}
+        self._comms: dict[int, bytes] = {}  # raw, as the process set it
+        self._own_user_ns = _user_ns_inode(procfs)
+        self.overflows: dict[tuple[bytes, int], int] = {}  # (owner comm, uid) -> episodes
         self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fdinfo")
         program.open_ring(self._raw.append)
 
@@ -90,26 +110,69 @@ class Tracer:
                 log.warning("undecodable ring buffer record: %s", e)
         return calls
 
-    def poll(self, timeout_ms: int) -> list[InotifyCall]:
-        """Main loop step: new calls (already applied to the model)."""
+    def poll(self, timeout_ms: int) -> list[Record]:
+        """Main loop step: new calls (applied to the model), then what reconciling found."""
         calls = self._backlog + self._drain(timeout_ms)
         self._backlog = []
         if not self.account:
-            return calls
+            return list(calls)
         with self.lock:
-            for call in calls:
-                self.accounting.apply(call)
-        due = time.monotonic() >= self._next_full
-        if due or not self._requests.empty():
+            calls = self._apply(calls)
+        now = time.monotonic()
+        due = now >= self._next_full
+        if due or now >= self._next_sample or not self._requests.empty():
             more = self._drain(0)
             with self.lock:
-                for call in more:
-                    self.accounting.apply(call)
+                calls += self._apply(more)
                 self._reconcile(full=due)
-            calls += more
             while not self._requests.empty():
                 self._requests.get().set()
-        return calls
+        with self.lock:
+            events = self._take_events()
+        return [*calls, *events]
+
+    def _apply(self, calls: list[InotifyCall]) -> list[InotifyCall]:
+        """Apply calls in order; a limit failure carries the model's state at that point."""
+        out = []
+        hits: dict[tuple[str, int], LimitHit] = {}  # a storm of failures: one look per user per batch
+        for call in calls:
+            self.accounting.apply(call)
+            resource = LIMIT_ERRNOS.get(call.errno)
+            if resource and (call.syscall == Syscall.INOTIFY_ADD_WATCH) == (resource == "watches"):
+                key = (resource, call.euid)
+                if key not in hits:
+                    hits[key] = self._limit_hit(resource, call.euid)
+                out.append(replace(call, limit=hits[key]))
+                continue
+            if call.ok:
+                hits.clear()
+            out.append(call)
+        return out
+
+    def _limit_hit(self, resource: str, uid: int) -> LimitHit:
+        acc = self.accounting
+        mine = [i for i in acc.instances.values() if i.uid == uid]
+        used = len(mine) if resource == "instances" else sum(len(i.watches) for i in mine)
+        kernel = acc.user(uid)
+        if kernel is None or kernel.user_ns == self._own_user_ns:
+            # the sysctl now: the kernel's copy is as old as the last sample
+            limit = fdinfo.read_inotify_limits(self.procfs)[f"max_user_{resource}"] or -1
+        else:
+            limit = kernel.max_instances if resource == "instances" else kernel.max_watches
+        top = tuple(replace(h, comm=self._comm_raw(h.pid)) for h in acc.top_holders(uid, resource, TOP_HOLDERS))
+        return LimitHit(resource, uid, used, limit, top)
+
+    def _take_events(self) -> list[LifetimeEvent]:
+        """Drain the model's lifetime events, naming owners; count queue overflows."""
+        events, self.accounting.events = self.accounting.events, []
+        out = []
+        for raw in events:
+            ev = self._named(raw)
+            if ev.kind is Lifetime.QUEUE_OVERFLOW:
+                key = (ev.comm, ev.uid)
+                self.overflows[key] = self.overflows.get(key, 0) + 1
+            out.append(ev)
+        return out
 
     def _read_watches(self, instances: list[tuple[tuple[int, int], ...]]) -> list[dict[int, int] | None]:
         # The kernel formats fdinfo (a file handle per watch) with the GIL
@@ -125,13 +188,23 @@ class Tracer:
             full = True  # a call the model never saw may hide behind equal counts
             self._lost_seen = lost
         files = decode_instances(self.program.read_instances())
-        self.accounting.reconcile(files, self._read_watches, full=full, seeding=seeding)
+        # Stamped after the kernel read: an init record older than this, still
+        # in flight, describes an instance this read already found.
+        now_ns = time.monotonic_ns()
+        self.accounting.reconcile(files, self._read_watches, full=full, seeding=seeding, now_ns=now_ns)
         if full:
-            self._next_full = time.monotonic() + self._reconcile_interval
+            self._next_full = now_ns / 1e9 + self._reconcile_interval
+        self._next_sample = now_ns / 1e9 + self._sample_interval
+        # Name the owners of what this found before forgetting exited ones.
+        self.accounting.events = [self._named(ev) for ev in self.accounting.events]
+        if full:
             self._comms.clear()  # exec changes a process's comm; re-read them
         owners = {inst.owner for inst in self.accounting.instances.values()}
         for tgid in self._comms.keys() - owners:
             del self._comms[tgid]
+
+    def _named(self, ev: LifetimeEvent) -> LifetimeEvent:
+        return replace(ev, comm=self._comm_raw(ev.pid)) if ev.pid and not ev.comm else ev
 
     def seed(self) -> None:
         """Probes are attached: take the kernel's state, then follow events."""
@@ -188,12 +261,14 @@ class Tracer:
 
         return collect
 
-    def _comm_of(self, tgid: int) -> str:
+    def _comm_raw(self, tgid: int) -> bytes:
         comm = self._comms.get(tgid)
         if comm is None:
-            raw = fdinfo.read_comm(self.procfs, tgid)
-            comm = self._comms[tgid] = escape_text(raw, 64) if raw is not None else ""
+            comm = self._comms[tgid] = fdinfo.read_comm(self.procfs, tgid) or b""
         return comm
+
+    def _comm_of(self, tgid: int) -> str:
+        return escape_text(self._comm_raw(tgid), 64)
 
     def accounting_source(self, comms: LabelCap, top_n: int) -> Callable[[], list[Metric]]:
         def collect() -> list[Metric]:
@@ -206,7 +281,8 @@ class Tracer:
                 max_queued_events=sysctl["max_queued_events"] or 0,
             )
             with self.lock:
-                return render_accounting(self.accounting, comms, self._comm_of, top_n, limits)
+                overflows = [(escape_text(c, 64), uid, n) for (c, uid), n in self.overflows.items()]
+                return render_accounting(self.accounting, comms, self._comm_of, top_n, limits, overflows=overflows)
 
         return collect
 

@@ -1,0 +1,56 @@
+"""Records the accounting model derives, as opposed to syscalls it saw.
+
+inotify instances and watches also end without any inotify call (last fd
+closed, watched inode deleted, unmount, IN_ONESHOT), and queues overflow
+silently. There is no fsnotify tracepoint (kernel-notes §3), so these are
+found by comparing the kernel's state with the model: each is stamped with
+the time it was *observed*, which is at most one sample interval after it
+happened.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Lifetime(enum.Enum):
+    INSTANCE_DESTROYED = "instance_destroyed"  # its last fd reference is gone
+    WATCH_REMOVED = "watch_removed"  # by the kernel: inode deleted, unmount, IN_ONESHOT
+    QUEUE_OVERFLOW = "queue_overflow"  # q_len went past max_events: events are being dropped
+
+
+@dataclass(frozen=True)
+class LifetimeEvent:
+    kind: Lifetime
+    ts_ns: int  # CLOCK_MONOTONIC when observed
+    group: int  # the instance (fsnotify group)
+    pid: int  # its owner (lowest-numbered holder) when last seen; 0 if none
+    uid: int  # the uid it is charged to
+    wd: int = -1  # WATCH_REMOVED
+    mask: int = 0  # WATCH_REMOVED: the watch's mask
+    watches: int = 0  # INSTANCE_DESTROYED: watches it still had
+    q_len: int = 0  # QUEUE_OVERFLOW
+    max_events: int = 0  # QUEUE_OVERFLOW
+    comm: bytes = b""  # the owner's comm, filled in by the tracer: untrusted
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One process's share of a user's instances and watches (owner attribution)."""
+
+    pid: int
+    instances: int
+    watches: int
+    comm: bytes = b""  # filled in by the tracer: untrusted
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """Attached to an ENOSPC / EMFILE failure: the user at its limit, and who holds what."""
+
+    resource: str  # "watches" | "instances"
+    uid: int
+    used: int  # the kernel's counter at the last reconcile (-1 unknown)
+    limit: int  # its user namespace's limit (-1 unknown)
+    top: tuple[Holder, ...]
