@@ -20,7 +20,7 @@
 #include <uapi/linux/ptrace.h>
 #include "inotrace.h"
 
-#if !defined(OFF_TASK_TGID) || !defined(OFF_TASK_REAL_PARENT) || \
+#if !defined(OFF_TASK_TGID) || !defined(OFF_TASK_REAL_PARENT) || !defined(OFF_TASK_FLAGS) || \
 	!defined(OFF_TASK_CRED) || !defined(OFF_TASK_FILES) ||    \
 	!defined(OFF_CRED_EUID) || !defined(OFF_FILES_FDT) ||      \
 	!defined(OFF_FDTABLE_MAX_FDS) || !defined(OFF_FDTABLE_FD) || \
@@ -49,6 +49,37 @@
 #ifndef WAKEUP_EVERY
 #define WAKEUP_EVERY 32
 #endif
+#ifndef OPEN_COUNTS_MAX
+#define OPEN_COUNTS_MAX 16384
+#endif
+#ifndef UMH_MAX
+#define UMH_MAX 4096
+#endif
+#ifndef IOU_REQS_MAX
+#define IOU_REQS_MAX 10240
+#endif
+/* 1: also stream every open to the ring (`trace --opens`); the entry hooks
+ * that save the path pointer are only attached then. 0: count only. */
+#ifndef STREAM_OPENS
+#define STREAM_OPENS 0
+#endif
+/* io_uring tracepoint field offsets, from tracefs format files (-1: absent). */
+#ifndef IOU_SUBMIT_REQ
+#define IOU_SUBMIT_REQ -1
+#define IOU_SUBMIT_OPCODE -1
+#define IOU_ASYNC_REQ -1
+#define IOU_COMPLETE_REQ -1
+#define IOU_COMPLETE_RES -1
+#endif
+
+/* task_struct->flags bits (include/linux/sched.h), unchanged since 5.12:
+ * PF_IO_WORKER marks io-wq and SQPOLL threads, PF_KTHREAD kernel threads. */
+#define PF_IO_WORKER 0x00000010
+#define PF_KTHREAD 0x00200000
+#define CLONE_THREAD 0x00010000
+/* io_uring opcodes (uapi io_uring.h) */
+#define IORING_OP_OPENAT 18
+#define IORING_OP_OPENAT2 28
 
 /* Arguments saved at entry, completed at exit (keyed by thread). */
 struct inflight {
@@ -86,6 +117,37 @@ BPF_PERCPU_ARRAY(wakeups, __u32, 1);
  * inotify_init this program sees (the start-up self-test makes one):
  * inotify_fops is a data symbol, absent from kallsyms on many kernels. */
 BPF_ARRAY(inotify_fops, __u64, 1);
+BPF_HASH(open_counts, struct inotrace_open_key, __u64, OPEN_COUNTS_MAX);
+/* Thread groups started by a kernel thread (usermode helpers: core_pattern
+ * pipes, modprobe, hotplug) and their descendants. Kept exact at fork time
+ * (a reused tgid is overwritten), seeded from /proc at start. */
+BPF_HASH(umh, __u32, __u8, UMH_MAX);
+
+/* An io_uring open between submission and completion, keyed by request. */
+struct iou_open {
+	char comm[INOTRACE_COMM_LEN];
+	__u32 uid;
+	__u32 euid;
+	__u32 tgid;
+	__u32 tid;
+	__u32 ppid;
+	__u16 origin;
+	__u16 call;
+	__u64 cgroup_id;
+};
+BPF_HASH(iou_opens, __u64, struct iou_open, IOU_REQS_MAX);
+
+#if STREAM_OPENS
+/* Open arguments saved at entry (streaming only). */
+struct open_args {
+	__u64 path;
+	__s32 dfd;
+	__u32 flags;
+	__u32 mode;
+	__u32 call;
+};
+BPF_HASH(open_inflight, __u64, struct open_args, INFLIGHT_MAX);
+#endif
 
 static __always_inline void count_lost(__u32 reason)
 {
@@ -153,8 +215,31 @@ static __always_inline __u32 task_euid(void *task)
 	return euid;
 }
 
+static __always_inline __u32 task_flags(void *task)
+{
+	__u32 flags = 0;
+
+	bpf_probe_read_kernel(&flags, sizeof(flags), task + OFF_TASK_FLAGS);
+	return flags;
+}
+
+/* Who is making this call (enum inotrace_origin). io_uring origins are set
+ * by the io_uring handlers, which know a request is behind the call. */
+static __always_inline __u16 task_origin(void *task, __u32 tgid)
+{
+	__u32 flags = task_flags(task);
+
+	if (flags & PF_KTHREAD)
+		return INOTRACE_ORIGIN_KERNEL_THREAD;
+	if (flags & PF_IO_WORKER)
+		return INOTRACE_ORIGIN_IO_URING_WORKER;
+	if (umh.lookup(&tgid))
+		return INOTRACE_ORIGIN_USERMODE_HELPER;
+	return INOTRACE_ORIGIN_USER;
+}
+
 /* Kernel-side counters: exact even when the ring buffer overflows. */
-static __always_inline void count_call(__u32 syscall, __s64 ret, __u32 euid)
+static __always_inline void count_call(__u32 syscall, __s64 ret, __u32 euid, __u16 origin)
 {
 	struct inotrace_count_key key = {};
 	__u64 zero = 0, *c;
@@ -163,7 +248,7 @@ static __always_inline void count_call(__u32 syscall, __s64 ret, __u32 euid)
 	key.uid = euid;
 	key.err = ret < 0 ? (__s32)-ret : 0;
 	key.syscall = syscall;
-	key.origin = INOTRACE_ORIGIN_USER;
+	key.origin = origin;
 	c = counts.lookup(&key);
 	if (!c) {
 		/* NOEXIST: a racing CPU's insert wins and both add to it below */
@@ -214,7 +299,7 @@ static __always_inline void read_path(struct inotrace_inotify_rec *rec, __u64 up
 		rec->rec_flags |= INOTRACE_F_PATH_TRUNCATED;
 }
 
-static __always_inline void submit(struct inotrace_inotify_rec *rec)
+static __always_inline void submit(void *rec)
 {
 	__u32 zero = 0, *n = wakeups.lookup(&zero);
 	__u64 flags = BPF_RB_NO_WAKEUP;
@@ -243,6 +328,7 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	struct inflight in;
 	void *task;
 	__u32 euid;
+	__u16 origin;
 
 	if (!inp)
 		return 0; /* entered before the probes were attached */
@@ -253,7 +339,8 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 
 	task = (void *)bpf_get_current_task();
 	euid = task_euid(task);
-	count_call(syscall, ret, euid);
+	origin = task_origin(task, id >> 32);
+	count_call(syscall, ret, euid, origin);
 
 	rec = events.ringbuf_reserve(sizeof(*rec));
 	if (!rec) {
@@ -274,7 +361,7 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	rec->flags = in.flags;
 	rec->mask = in.mask;
 	rec->wd = in.wd;
-	rec->origin = INOTRACE_ORIGIN_USER;
+	rec->origin = origin;
 	rec->backend = in.backend;
 	rec->rec_flags = 0;
 	rec->path[0] = 0;
@@ -404,6 +491,295 @@ int kr_exit_inotify_add_watch(struct pt_regs *ctx)
 int kr_exit_inotify_rm_watch(struct pt_regs *ctx)
 {
 	return exit_call(INOTRACE_SC_INOTIFY_RM_WATCH, (__s64)PT_REGS_RC(ctx));
+}
+
+/* ---- opens: counted in the kernel, streamed only on request ------------ */
+
+static __always_inline void count_open(struct inotrace_open_key *key)
+{
+	__u64 zero = 0, *c = open_counts.lookup(key);
+
+	if (!c) {
+		open_counts.insert(key, &zero);
+		c = open_counts.lookup(key);
+	}
+	if (c)
+		__sync_fetch_and_add(c, 1);
+	else
+		count_lost(INOTRACE_LOST_OPEN_COUNTS);
+}
+
+#if STREAM_OPENS
+static __always_inline void read_user_path(char *dst, __u8 *rec_flags, __u64 uptr)
+{
+	long n;
+	char next = 0;
+
+	*rec_flags |= INOTRACE_F_HAS_PATH;
+	n = bpf_probe_read_user_str(dst, INOTRACE_PATH_LEN, (void *)uptr);
+	if (n < 0) {
+		dst[0] = 0;
+		*rec_flags |= INOTRACE_F_PATH_FAULT;
+		return;
+	}
+	if (n == INOTRACE_PATH_LEN &&
+	    bpf_probe_read_user(&next, 1, (void *)(uptr + INOTRACE_PATH_LEN - 1)) == 0 && next != 0)
+		*rec_flags |= INOTRACE_F_PATH_TRUNCATED;
+}
+
+static __always_inline struct inotrace_open_rec *open_rec(__u32 call, __s64 ret, __u16 origin, __u32 backend)
+{
+	struct inotrace_open_rec *rec = events.ringbuf_reserve(sizeof(*rec));
+
+	if (!rec) {
+		count_lost(INOTRACE_LOST_RINGBUF);
+		return 0;
+	}
+	rec->ts_ns = bpf_ktime_get_ns();
+	rec->_reserved = 0;
+	rec->ret = ret;
+	rec->kind = INOTRACE_REC_OPEN;
+	rec->call = call;
+	rec->origin = origin;
+	rec->backend = backend;
+	rec->rec_flags = 0;
+	rec->dfd = -100;
+	rec->flags = 0;
+	rec->mode = 0;
+	rec->_pad = 0;
+	rec->path[0] = 0;
+	return rec;
+}
+
+static __always_inline int open_enter(__u32 call, __s32 dfd, __u64 path, __u32 flags, __u32 mode)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct open_args a = { .path = path, .dfd = dfd, .flags = flags, .mode = mode, .call = call };
+
+	if (open_inflight.update(&id, &a))
+		count_lost(INOTRACE_LOST_INFLIGHT);
+	return 0;
+}
+#endif
+
+/* The common exit of every open syscall (or of do_sys_openat2). */
+static __always_inline int open_exit(__u32 call, __s64 ret, __u32 backend)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	void *task = (void *)bpf_get_current_task();
+	struct inotrace_open_key key = {};
+
+	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	key.uid = task_euid(task);
+	key.err = ret < 0 ? (__s32)-ret : 0;
+	key.origin = task_origin(task, id >> 32);
+	count_open(&key);
+#if STREAM_OPENS
+	{
+		struct open_args *a = open_inflight.lookup(&id);
+		struct inotrace_open_rec *rec;
+
+		if (!a)
+			return 0;
+		rec = open_rec(a->call ? a->call : call, ret, key.origin, backend);
+		if (rec) {
+			rec->tgid = id >> 32;
+			rec->tid = (__u32)id;
+			rec->ppid = task_ppid(task);
+			rec->uid = (__u32)bpf_get_current_uid_gid();
+			rec->euid = key.uid;
+			rec->cgroup_id = bpf_get_current_cgroup_id();
+			rec->dfd = a->dfd;
+			rec->flags = a->flags;
+			rec->mode = a->mode;
+			__builtin_memcpy(rec->comm, key.comm, sizeof(rec->comm));
+			if (a->path)
+				read_user_path(rec->path, &rec->rec_flags, a->path);
+			submit((void *)rec);
+		}
+		open_inflight.delete(&id);
+	}
+#endif
+	return 0;
+}
+
+/* Tracepoint front end: the exit alone counts; entries only when streaming. */
+int tp_exit_open(struct sc_exit_ctx *ctx) { return open_exit(INOTRACE_OC_OPEN, ctx->ret, INOTRACE_BACKEND_TRACEPOINT); }
+int tp_exit_openat(struct sc_exit_ctx *ctx) { return open_exit(INOTRACE_OC_OPENAT, ctx->ret, INOTRACE_BACKEND_TRACEPOINT); }
+int tp_exit_openat2(struct sc_exit_ctx *ctx) { return open_exit(INOTRACE_OC_OPENAT2, ctx->ret, INOTRACE_BACKEND_TRACEPOINT); }
+int tp_exit_creat(struct sc_exit_ctx *ctx) { return open_exit(INOTRACE_OC_CREAT, ctx->ret, INOTRACE_BACKEND_TRACEPOINT); }
+int tp_exit_open_by_handle_at(struct sc_exit_ctx *ctx)
+{
+	return open_exit(INOTRACE_OC_OPEN_BY_HANDLE_AT, ctx->ret, INOTRACE_BACKEND_TRACEPOINT);
+}
+
+/* Kprobe front end: open, openat, openat2 and creat all reach
+ * do_sys_openat2 (>= 5.6). do_sys_open is inlined there on 6.1: a kprobe on
+ * it attaches and never fires (kernel-notes §7), so it is not used. */
+int kr_exit_do_sys_openat2(struct pt_regs *ctx)
+{
+	return open_exit(0, (__s64)(int)PT_REGS_RC(ctx), INOTRACE_BACKEND_KPROBE);
+}
+
+int kr_exit_open_by_handle_at(struct pt_regs *ctx)
+{
+	return open_exit(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s64)PT_REGS_RC(ctx), INOTRACE_BACKEND_KPROBE);
+}
+
+#if STREAM_OPENS
+int tp_enter_open(struct sc_enter_ctx *ctx)
+{
+	return open_enter(INOTRACE_OC_OPEN, -100, ctx->args[0], (__u32)ctx->args[1], (__u32)ctx->args[2]);
+}
+int tp_enter_openat(struct sc_enter_ctx *ctx)
+{
+	return open_enter(INOTRACE_OC_OPENAT, (__s32)ctx->args[0], ctx->args[1], (__u32)ctx->args[2], (__u32)ctx->args[3]);
+}
+int tp_enter_openat2(struct sc_enter_ctx *ctx)
+{
+	__u64 how[2] = {}; /* struct open_how { u64 flags; u64 mode; ... } (uapi) */
+
+	bpf_probe_read_user(how, sizeof(how), (void *)ctx->args[2]);
+	return open_enter(INOTRACE_OC_OPENAT2, (__s32)ctx->args[0], ctx->args[1], (__u32)how[0], (__u32)how[1]);
+}
+int tp_enter_creat(struct sc_enter_ctx *ctx)
+{
+	/* creat(p, m) == open(p, O_CREAT|O_WRONLY|O_TRUNC, m) */
+	return open_enter(INOTRACE_OC_CREAT, -100, ctx->args[0], 01 | 0100 | 01000, (__u32)ctx->args[1]);
+}
+int tp_enter_open_by_handle_at(struct sc_enter_ctx *ctx)
+{
+	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)ctx->args[0], 0, (__u32)ctx->args[2], 0);
+}
+/* do_sys_openat2(int dfd, const char __user *filename, struct open_how *how) */
+int kp_enter_do_sys_openat2(struct pt_regs *ctx)
+{
+	__u64 how[2] = {};
+
+	bpf_probe_read_kernel(how, sizeof(how), (void *)PT_REGS_PARM3(ctx));
+	return open_enter(INOTRACE_OC_DO_SYS_OPENAT2, (__s32)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx),
+			  (__u32)how[0], (__u32)how[1]);
+}
+int kp_enter_open_by_handle_at(struct pt_regs *ctx)
+{
+	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)syscall_arg(ctx, OFF_PT_REGS_ARG0), 0,
+			  (__u32)syscall_arg(ctx, OFF_PT_REGS_ARG2), 0);
+}
+#endif
+
+/* ---- io_uring opens: they bypass the open syscalls ----------------------- */
+
+/* Field offsets come from the tracepoints' format files (-DIOU_*). */
+static __always_inline __u64 tp_u64(void *ctx, int off)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), ctx + off);
+	return v;
+}
+
+/* io_uring:io_uring_submit_req. An open is remembered until it completes;
+ * any other request clears its slot (request memory is recycled). */
+int tp_iou_submit_req(void *ctx)
+{
+	__u64 req = tp_u64(ctx, IOU_SUBMIT_REQ), id;
+	__u8 opcode = 0;
+	struct iou_open o = {};
+	void *task;
+
+	bpf_probe_read_kernel(&opcode, 1, ctx + IOU_SUBMIT_OPCODE);
+	if (opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2) {
+		iou_opens.delete(&req);
+		return 0;
+	}
+	id = bpf_get_current_pid_tgid();
+	task = (void *)bpf_get_current_task();
+	bpf_get_current_comm(&o.comm, sizeof(o.comm));
+	o.uid = (__u32)bpf_get_current_uid_gid();
+	o.euid = task_euid(task);
+	o.tgid = id >> 32;
+	o.tid = (__u32)id;
+	o.ppid = task_ppid(task);
+	o.cgroup_id = bpf_get_current_cgroup_id();
+	/* submitted by the SQPOLL thread: a worker already */
+	o.origin = task_flags(task) & PF_IO_WORKER ? INOTRACE_ORIGIN_IO_URING_WORKER : INOTRACE_ORIGIN_IO_URING;
+	o.call = opcode == IORING_OP_OPENAT ? INOTRACE_OC_IO_URING_OPENAT : INOTRACE_OC_IO_URING_OPENAT2;
+	if (iou_opens.update(&req, &o))
+		count_lost(INOTRACE_LOST_IO_URING);
+	return 0;
+}
+
+/* io_uring:io_uring_queue_async_work: the request goes to an io-wq worker. */
+int tp_iou_queue_async_work(void *ctx)
+{
+	__u64 req = tp_u64(ctx, IOU_ASYNC_REQ);
+	struct iou_open *o = iou_opens.lookup(&req);
+
+	if (o)
+		o->origin = INOTRACE_ORIGIN_IO_URING_WORKER;
+	return 0;
+}
+
+/* io_uring:io_uring_complete: res is the new fd or -errno. */
+int tp_iou_complete(void *ctx)
+{
+	__u64 req = tp_u64(ctx, IOU_COMPLETE_REQ);
+	struct iou_open *o = iou_opens.lookup(&req);
+	struct inotrace_open_key key = {};
+	__s32 res = 0;
+
+	if (!o)
+		return 0;
+	bpf_probe_read_kernel(&res, sizeof(res), ctx + IOU_COMPLETE_RES);
+	__builtin_memcpy(key.comm, o->comm, sizeof(key.comm));
+	key.uid = o->euid;
+	key.err = res < 0 ? -res : 0;
+	key.origin = o->origin;
+	count_open(&key);
+#if STREAM_OPENS
+	{
+		struct inotrace_open_rec *rec = open_rec(o->call, res, o->origin, INOTRACE_BACKEND_TRACEPOINT);
+
+		if (rec) {
+			rec->tgid = o->tgid;
+			rec->tid = o->tid;
+			rec->ppid = o->ppid;
+			rec->uid = o->uid;
+			rec->euid = o->euid;
+			rec->cgroup_id = o->cgroup_id;
+			__builtin_memcpy(rec->comm, o->comm, sizeof(rec->comm));
+			submit((void *)rec);
+		}
+	}
+#endif
+	iou_opens.delete(&req);
+	return 0;
+}
+
+/* ---- origins: usermode helpers -------------------------------------------- */
+
+/* raw tracepoint task:task_newtask(struct task_struct *task, u64 clone_flags),
+ * in the parent's context. A new thread group whose parent is a kernel
+ * thread is a usermode helper (call_usermodehelper: kworker -> exec), and so
+ * is every process it forks. Any other new thread group clears its tgid, so
+ * a reused pid never inherits a dead helper's mark. */
+int raw_task_newtask(struct bpf_raw_tracepoint_args *ctx)
+{
+	void *child = (void *)ctx->args[0];
+	__u64 clone_flags = ctx->args[1];
+	__u32 child_tgid = 0, parent_tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 one = 1;
+
+	if (clone_flags & CLONE_THREAD)
+		return 0;
+	bpf_probe_read_kernel(&child_tgid, sizeof(child_tgid), child + OFF_TASK_TGID);
+	if (!(task_flags(child) & PF_KTHREAD) &&
+	    ((task_flags((void *)bpf_get_current_task()) & PF_KTHREAD) || umh.lookup(&parent_tgid))) {
+		umh.update(&child_tgid, &one);
+		return 0;
+	}
+	umh.delete(&child_tgid);
+	return 0;
 }
 
 /* ---- kernel state: task_file iterator ------------------------------------ */

@@ -22,6 +22,7 @@
 
 enum inotrace_rec_kind {
 	INOTRACE_REC_INOTIFY = 1,
+	INOTRACE_REC_OPEN = 2,
 };
 
 enum inotrace_syscall {
@@ -31,8 +32,26 @@ enum inotrace_syscall {
 	INOTRACE_SC_INOTIFY_RM_WATCH = 4,
 };
 
+/* Who made the call (README, "Origins"). */
 enum inotrace_origin {
-	INOTRACE_ORIGIN_USER = 0,
+	INOTRACE_ORIGIN_USER = 0,            /* an ordinary user-space syscall */
+	INOTRACE_ORIGIN_KERNEL_THREAD = 1,   /* current has PF_KTHREAD */
+	INOTRACE_ORIGIN_USERMODE_HELPER = 2, /* spawned by a kernel thread, or a descendant */
+	INOTRACE_ORIGIN_IO_URING = 3,        /* io_uring request completed inline */
+	INOTRACE_ORIGIN_IO_URING_WORKER = 4, /* io_uring request run by an io-wq / SQPOLL worker */
+};
+
+/* Which open it was. The kprobe backend sees do_sys_openat2, which open,
+ * openat, openat2 and creat all reach: it cannot tell them apart. */
+enum inotrace_open_call {
+	INOTRACE_OC_OPEN = 1,
+	INOTRACE_OC_OPENAT = 2,
+	INOTRACE_OC_OPENAT2 = 3,
+	INOTRACE_OC_CREAT = 4,
+	INOTRACE_OC_OPEN_BY_HANDLE_AT = 5,
+	INOTRACE_OC_IO_URING_OPENAT = 6,
+	INOTRACE_OC_IO_URING_OPENAT2 = 7,
+	INOTRACE_OC_DO_SYS_OPENAT2 = 8,
 };
 
 enum inotrace_backend {
@@ -45,7 +64,9 @@ enum inotrace_lost_reason {
 	INOTRACE_LOST_RINGBUF = 0,  /* ring buffer full: record dropped */
 	INOTRACE_LOST_INFLIGHT = 1, /* entry map full: call not followed */
 	INOTRACE_LOST_COUNTS = 2,   /* counter map full: call not counted */
-	INOTRACE_LOST__MAX = 3,
+	INOTRACE_LOST_OPEN_COUNTS = 3, /* open counter map full: open not counted */
+	INOTRACE_LOST_IO_URING = 4,    /* io_uring request map full: open not followed */
+	INOTRACE_LOST__MAX = 5,
 };
 
 /* Flags in inotrace_inotify_rec.rec_flags */
@@ -75,6 +96,42 @@ struct inotrace_inotify_rec {
 	__u8 rec_flags;  /* INOTRACE_F_* */
 	char comm[INOTRACE_COMM_LEN];
 	char path[INOTRACE_PATH_LEN]; /* add_watch pathname, read at exit */
+};
+
+/* One completed open (streamed only for `trace --opens`). `kind` sits at the
+ * same offset as in inotrace_inotify_rec, so a reader can tell them apart. */
+struct inotrace_open_rec {
+	__u64 ts_ns;
+	__u64 _reserved;
+	__u64 cgroup_id;
+	__s64 ret;       /* fd, or -errno */
+	__u32 kind;      /* INOTRACE_REC_OPEN */
+	__u32 call;      /* enum inotrace_open_call */
+	__u32 tgid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 euid;
+	__s32 dfd;       /* -100 = AT_FDCWD; open/creat: AT_FDCWD */
+	__u32 flags;     /* open flags (O_*) */
+	__u32 mode;
+	__u16 origin;    /* enum inotrace_origin */
+	__u8 backend;    /* enum inotrace_backend */
+	__u8 rec_flags;  /* INOTRACE_F_* */
+	__u32 _pad;
+	char comm[INOTRACE_COMM_LEN];
+	char path[INOTRACE_PATH_LEN]; /* read from the caller's memory at exit */
+};
+
+/* Key of the in-kernel open counters: exited processes stay in their
+ * comm/uid by construction, so a counter never goes down. */
+struct inotrace_open_key {
+	char comm[INOTRACE_COMM_LEN];
+	__u32 uid;     /* effective uid */
+	__s32 err;     /* 0 on success, else the positive errno */
+	__u16 origin;  /* enum inotrace_origin */
+	__u16 _pad;
+	__u32 _pad2;
 };
 
 /* Key of the in-kernel call counters, read (never cleared) at scrape time. */

@@ -32,22 +32,10 @@ from typing import Any
 import pytest
 
 from conftest import WORKLOADS, free_port, http_get, run_workload, unique_comm
-from test_dashboards import UIDS, dashboard_exprs, label_values, load, selectors, targets, variable_queries
+from test_dashboards import UIDS, dashboard_exprs, label_values, load, targets, variable_queries
 from test_rules import RULES, alerts, rule_exprs, rule_key
 
 pytestmark = pytest.mark.bpf
-
-# Metrics the dashboards and rules use that the exporter does not export yet
-# (the lead is adding them). While a family is absent from the exposition, the
-# expressions reading it may be empty; once it is exported they must return
-# data like every other. Empty this set when they land.
-NOT_EXPORTED_YET = frozenset(
-    {
-        "inotrace_opens_total",
-        "inotrace_open_errors_total",
-        "inotrace_inotify_queue_overflows_total",
-    }
-)
 
 # Expressions that are rightly empty in this scenario, by rule key or
 # "<dashboard uid> / <panel title> / <refId>": a healthy exporter on this kernel.
@@ -268,14 +256,10 @@ def test_every_panel_and_rule_returns_data(serve, scenario_dir: Path, roles: lis
         ["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True, check=False, timeout=60
     )
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
-    exported = {m.group(1) for m in re.finditer(r"^# TYPE (\S+) ", exposition, re.MULTILINE)}
-    absent = {m for m in NOT_EXPORTED_YET if m not in exported}
 
     def may_be_empty(where: str, expr: str) -> str | None:
         if where in EXPECTED_EMPTY_IN_SCENARIO:
             return "expected empty in this scenario"
-        if any(s.name in absent for s in selectors(expr)):
-            return "metric not exported yet"
         return None
 
     empty: list[str] = []
@@ -363,5 +347,5 @@ def test_every_panel_and_rule_returns_data(serve, scenario_dir: Path, roles: lis
 
     print(
         f"\nevaluated {evaluated} expressions in {time.monotonic() - t0:.1f} s; "
-        f"allowed empty: {sorted(EXPECTED_EMPTY_IN_SCENARIO)}; not exported yet: {sorted(absent)}"
+        f"allowed empty: {sorted(EXPECTED_EMPTY_IN_SCENARIO)}"
     )

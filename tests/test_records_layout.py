@@ -15,6 +15,8 @@ STRUCTS = {
     "inotrace_inotify_rec": records.InotifyRecC,
     "inotrace_count_key": records.CountKeyC,
     "inotrace_instance_rec": records.InstanceRecC,
+    "inotrace_open_rec": records.OpenRecC,
+    "inotrace_open_key": records.OpenKeyC,
 }
 
 
@@ -36,6 +38,7 @@ def compiled_layout(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "INOTRACE_COMM_LEN",
         "INOTRACE_PATH_LEN",
         "INOTRACE_REC_INOTIFY",
+        "INOTRACE_REC_OPEN",
         "INOTRACE_LOST__MAX",
         "INOTRACE_F_PATH_TRUNCATED",
         "INOTRACE_F_PATH_FAULT",
@@ -65,6 +68,9 @@ def test_constants_match(compiled_layout: dict) -> None:
     assert compiled_layout["INOTRACE_COMM_LEN"] == records.COMM_LEN
     assert compiled_layout["INOTRACE_PATH_LEN"] == records.PATH_LEN
     assert compiled_layout["INOTRACE_REC_INOTIFY"] == records.REC_INOTIFY
+    assert compiled_layout["INOTRACE_REC_OPEN"] == records.REC_OPEN
+    # a reader tells the two record kinds apart by `kind`, at the same offset in both
+    assert records.InotifyRecC.kind.offset == records.OpenRecC.kind.offset == records.KIND_OFFSET
     assert compiled_layout["INOTRACE_LOST__MAX"] == records.LOST_MAX == len(records.LostReason)
     assert compiled_layout["INOTRACE_F_PATH_TRUNCATED"] == records.F_PATH_TRUNCATED
     assert compiled_layout["INOTRACE_F_PATH_FAULT"] == records.F_PATH_FAULT
@@ -79,3 +85,5 @@ def test_enums_match_header() -> None:
         assert f"INOTRACE_BACKEND_{member.name} = {member.value}," in text
     for member in records.Origin:
         assert f"INOTRACE_ORIGIN_{member.name} = {member.value}," in text
+    for member in records.OpenCallKind:
+        assert f"INOTRACE_OC_{member.name} = {member.value}," in text

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .lifetime import LifetimeEvent, LimitHit
-from .names import INIT1_FLAG_BITS, INOTIFY_MASK_BITS, bit_names, errno_name
-from .records import InotifyCall, Syscall
+from .names import INIT1_FLAG_BITS, INOTIFY_MASK_BITS, bit_names, errno_name, open_flag_names
+from .records import InotifyCall, OpenCall, Syscall
 from .untrusted import escape
 
 PATH_LIMIT = 1024  # escaped characters
@@ -61,7 +61,7 @@ class Filter:
     comms: frozenset[bytes] = frozenset()
     uids: frozenset[int] = frozenset()
 
-    def __call__(self, rec: InotifyCall | LifetimeEvent) -> bool:
+    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent) -> bool:
         if isinstance(rec, LifetimeEvent):
             pids, uids = {rec.pid}, {rec.uid}
         else:
@@ -82,11 +82,15 @@ class Formatter:
     def header(self) -> str | None:
         return table_header() if self.table else None
 
-    def __call__(self, rec: InotifyCall | LifetimeEvent) -> str:
+    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent) -> str:
         if isinstance(rec, LifetimeEvent):
             if self.table:
                 return lifetime_row(rec, self.clock, self.ids)
             return _dumps(lifetime_obj(rec, self.clock, self.ids))
+        if isinstance(rec, OpenCall):
+            if self.table:
+                return open_row(rec, self.clock)
+            return _dumps(open_obj(rec, self.clock))
         if self.table:
             return table_row(rec, self.clock, self.ids)
         return to_json_line(rec, self.clock, self.ids)
@@ -137,6 +141,68 @@ def lifetime_obj(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> dict[str,
     if comm_cut:
         obj["truncated"] = ["comm"]
     return obj
+
+
+def open_obj(call: OpenCall, clock: Clock) -> dict[str, Any]:
+    """An open: the kernel's view (ret, ids, origin) plus the caller's path, copied from its memory."""
+    comm, comm_cut = escape(call.comm, COMM_LIMIT)
+    truncated = ["comm"] if comm_cut else []
+    args: dict[str, Any] = {"dfd": call.dfd, "flags": call.flags, "flags_names": open_flag_names(call.flags)}
+    user_memory: list[str] = []
+    untrusted = ["comm"]
+    if call.path is not None:
+        path, cut = escape(call.path, PATH_LIMIT)
+        args["pathname"] = path
+        untrusted.append("args.pathname")
+        user_memory.append("args.pathname")
+        if cut or call.path_truncated:
+            truncated.append("args.pathname")
+    else:
+        # io_uring and open_by_handle_at carry no path; EFAULT: unreadable
+        args["pathname"] = None
+        if call.path_fault:
+            args["pathname_error"] = "EFAULT"
+    if call.flags & 0o100:
+        args["mode"] = call.mode
+    obj: dict[str, Any] = {
+        "time": clock.iso(call.ts_ns),
+        "ts_ns": call.ts_ns,
+        "event": "open",
+        "syscall": call.call.label,
+        "pid": call.tgid,
+        "tid": call.tid,
+        "ppid": call.ppid,
+        "uid": call.uid,
+        "euid": call.euid,
+        "comm": comm,
+        "cgroup_id": call.cgroup_id,
+        "args": args,
+        "ret": call.ret,
+        "errno": errno_name(call.errno) if call.errno else None,
+        "origin": call.origin.label,
+        "backend": call.backend.label,
+        "untrusted": untrusted,
+        "user_memory": user_memory,
+    }
+    if truncated:
+        obj["truncated"] = truncated
+    return obj
+
+
+def open_row(call: OpenCall, clock: Clock) -> str:
+    obj = open_obj(call, clock)
+    cells = (
+        obj["time"][11:23],
+        str(call.tgid),
+        str(call.tid),
+        str(call.euid),
+        obj["comm"],
+        call.call.label,
+        obj["errno"] or str(call.ret),
+        call.origin.label,
+    )
+    detail = f"flags={'|'.join(obj['args']['flags_names'])} path={obj['args']['pathname']}"
+    return " ".join(c.ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)) + " " + detail
 
 
 def lifetime_row(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> str:

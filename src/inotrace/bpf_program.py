@@ -21,19 +21,111 @@ from . import libbpf, tracefs
 from .btf import offset_cflags, resolve_offsets
 from .errors import InotraceError
 from .memory import release_compiler_memory
-from .records import LOST_MAX, CountKeyC
+from .records import LOST_MAX, CountKeyC, OpenKeyC
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("tracepoint", "kprobe")
 
+
+@dataclass(frozen=True)
+class Hook:
+    """One attachment: kind tracepoint|kprobe|kretprobe|raw_tracepoint."""
+
+    kind: str
+    target: str  # "category:event", a kernel function ("sys:" = the syscall's function), a raw tracepoint
+    fn: str  # the BPF function
+    layout: str = ""  # "enter"/"exit": check the syscall tracepoint record layout first
+    optional: bool = False  # absent on this kernel: skip it (the probe needs one hook)
+    stream: bool = False  # only when opens are streamed (trace --opens)
+
+
+def _syscall_hooks(name: str) -> dict[str, tuple[Hook, ...]]:
+    return {
+        "tracepoint": (
+            Hook("tracepoint", f"syscalls:sys_enter_{name}", f"tp_enter_{name}", layout="enter"),
+            Hook("tracepoint", f"syscalls:sys_exit_{name}", f"tp_exit_{name}", layout="exit"),
+        ),
+        "kprobe": (
+            Hook("kprobe", f"sys:{name}", f"kp_enter_{name}"),
+            Hook("kretprobe", f"sys:{name}", f"kr_exit_{name}"),
+        ),
+    }
+
+
+def _open_tracepoints(names: tuple[str, ...]) -> tuple[Hook, ...]:
+    hooks: list[Hook] = []
+    for n in names:
+        hooks.append(Hook("tracepoint", f"syscalls:sys_exit_{n}", f"tp_exit_{n}", layout="exit", optional=True))
+        hooks.append(
+            Hook("tracepoint", f"syscalls:sys_enter_{n}", f"tp_enter_{n}", layout="enter", optional=True, stream=True)
+        )
+    return tuple(hooks)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    name: str
+    required: bool
+    backends: dict[str, tuple[Hook, ...]]
+
+
 # Probes, in attach order; `required` ones must attach for the tracer to run.
 # inotify_init does not exist on every architecture (arm64 has only init1).
-PROBES: tuple[tuple[str, bool], ...] = (
-    ("inotify_init", False),
-    ("inotify_init1", True),
-    ("inotify_add_watch", True),
-    ("inotify_rm_watch", True),
+# Opens are counted at syscall exit; the entry hooks (path, flags) are only
+# attached when opens are streamed. The kprobe backend counts opens at
+# do_sys_openat2, which open/openat/openat2/creat all reach (>= 5.6): a
+# kprobe on do_sys_open attaches on 6.1 and never fires (it is inlined).
+PROBES: tuple[ProbeSpec, ...] = (
+    ProbeSpec("inotify_init", False, _syscall_hooks("inotify_init")),
+    ProbeSpec("inotify_init1", True, _syscall_hooks("inotify_init1")),
+    ProbeSpec("inotify_add_watch", True, _syscall_hooks("inotify_add_watch")),
+    ProbeSpec("inotify_rm_watch", True, _syscall_hooks("inotify_rm_watch")),
+    ProbeSpec(
+        "open",
+        False,
+        {
+            "tracepoint": _open_tracepoints(("open", "openat", "openat2", "creat")),
+            "kprobe": (
+                Hook("kprobe", "do_sys_openat2", "kp_enter_do_sys_openat2", stream=True),
+                Hook("kretprobe", "do_sys_openat2", "kr_exit_do_sys_openat2"),
+            ),
+        },
+    ),
+    ProbeSpec(
+        "open_by_handle_at",
+        False,
+        {
+            "tracepoint": _open_tracepoints(("open_by_handle_at",)),
+            "kprobe": (
+                Hook("kprobe", "sys:open_by_handle_at", "kp_enter_open_by_handle_at", stream=True),
+                Hook("kretprobe", "sys:open_by_handle_at", "kr_exit_open_by_handle_at"),
+            ),
+        },
+    ),
+    # io_uring opens bypass the open syscalls; only io_uring's tracepoints see them.
+    ProbeSpec(
+        "io_uring",
+        False,
+        {
+            "tracepoint": (
+                Hook("tracepoint", "io_uring:io_uring_submit_req", "tp_iou_submit_req"),
+                Hook("tracepoint", "io_uring:io_uring_queue_async_work", "tp_iou_queue_async_work"),
+                Hook("tracepoint", "io_uring:io_uring_complete", "tp_iou_complete"),
+            )
+        },
+    ),
+    # new thread groups: marks usermode helpers (origin) exactly at fork
+    ProbeSpec("task_newtask", False, {"raw_tracepoint": (Hook("raw_tracepoint", "task_newtask", "raw_task_newtask"),)}),
+)
+
+# io_uring tracepoint fields the C reads, passed as -D offsets from tracefs.
+IOU_FIELDS = (
+    ("IOU_SUBMIT_REQ", "io_uring_submit_req", "req"),
+    ("IOU_SUBMIT_OPCODE", "io_uring_submit_req", "opcode"),
+    ("IOU_ASYNC_REQ", "io_uring_queue_async_work", "req"),
+    ("IOU_COMPLETE_REQ", "io_uring_complete", "req"),
+    ("IOU_COMPLETE_RES", "io_uring_complete", "res"),
 )
 
 BCC_PACKAGES = "python3-bpfcc (Debian/Ubuntu), python3-bcc (Fedora/RHEL) or python-bcc (Arch)"
@@ -103,16 +195,20 @@ class Program:
         sysfs: str = "/sys",
         ringbuf_pages: int = 256,
         extra_cflags: list[str] | None = None,
+        stream_opens: bool = False,
     ) -> None:
         self._bcc = _import_bcc()
         offsets = resolve_offsets(os.path.join(sysfs, "kernel/btf/vmlinux"))
         self.tracefs = tracefs.ensure_mounted(sysfs)
+        self.stream_opens = stream_opens
+        offsets.update(self._io_uring_offsets())
         self.syscall_prefix = self._syscall_prefix()
         wrapper = 0 if self.syscall_prefix == b"sys_" else 1
         self.cflags = [
             *offset_cflags(offsets),
             f"-DSYSCALL_WRAPPER={wrapper}",
             f"-DRINGBUF_PAGES={ringbuf_pages}",
+            f"-DSTREAM_OPENS={int(stream_opens)}",
             *(extra_cflags or []),
         ]
         src, include = source_text()
@@ -148,56 +244,109 @@ class Program:
                 return prefix
         return SYSCALL_PREFIXES[0]
 
+    def _io_uring_offsets(self) -> dict[str, int]:
+        out = {}
+        for macro, event, name in IOU_FIELDS:
+            fields = tracefs.format_fields(self.tracefs, "io_uring", event) or {}
+            if name not in fields:
+                return {}  # no io_uring tracepoints (or another layout): the probe stays absent
+            out[macro] = fields[name][0]
+        return out
+
     # -- attaching -------------------------------------------------------
 
-    def _attach_tracepoint(self, probe: str) -> None:
-        for phase in ("enter", "exit"):
-            fields = tracefs.format_fields(self.tracefs, "syscalls", f"sys_{phase}_{probe}")
-            if fields is None:
-                raise LookupError(f"no tracepoint syscalls:sys_{phase}_{probe}")
-            bad = tracefs.check_syscall_layout(fields, enter=phase == "enter")
-            if bad:
-                raise RuntimeError(f"syscalls:sys_{phase}_{probe} has an unexpected layout: {bad}")
-        attached = []
-        try:
-            for phase in ("enter", "exit"):
-                tp = f"syscalls:sys_{phase}_{probe}"
-                self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=f"tp_{phase}_{probe}".encode())
-                attached.append(tp)
-        except Exception:
-            for tp in attached:
-                self.bpf.detach_tracepoint(tp=tp.encode())
-            raise
+    def _function(self, target: str) -> bytes:
+        if target.startswith("sys:"):
+            return self.syscall_prefix + target[4:].encode()
+        return target.encode()
 
-    def _attach_kprobe(self, probe: str) -> None:
-        fn = self.syscall_prefix + probe.encode()
-        if self._bcc.BPF.ksymname(fn) == -1:
-            raise LookupError(f"no kernel function {fn.decode()}")
-        if not os.path.exists(os.path.join(self.tracefs, "kprobe_events")):
-            raise RuntimeError(
-                f"cannot attach kprobe to {fn.decode()}: this kernel has no kprobe support (CONFIG_KPROBES off)"
-            )
-        self.bpf.attach_kprobe(event=fn, fn_name=f"kp_enter_{probe}".encode())
+    def _check(self, hook: Hook) -> None:
+        """LookupError if the hook has nothing to attach to here; RuntimeError if unusable."""
+        if hook.kind == "tracepoint":
+            category, event = hook.target.split(":")
+            fields = tracefs.format_fields(self.tracefs, category, event)
+            if fields is None:
+                raise LookupError(f"no tracepoint {hook.target}")
+            if category == "io_uring" and "IOU_SUBMIT_REQ" not in self.cflags_defined():
+                raise LookupError(f"tracepoint {hook.target} has an unexpected layout")
+            if hook.layout:
+                bad = tracefs.check_syscall_layout(fields, enter=hook.layout == "enter")
+                if bad:
+                    raise RuntimeError(f"{hook.target} has an unexpected layout: {bad}")
+        elif hook.kind in ("kprobe", "kretprobe"):
+            fn = self._function(hook.target)
+            if self._bcc.BPF.ksymname(fn) == -1:
+                raise LookupError(f"no kernel function {fn.decode()}")
+            if not os.path.exists(os.path.join(self.tracefs, "kprobe_events")):
+                raise RuntimeError(
+                    f"cannot attach kprobe to {fn.decode()}: this kernel has no kprobe support (CONFIG_KPROBES off)"
+                )
+        elif not os.path.isdir(os.path.join(self.tracefs, "events", "task", hook.target)):
+            raise LookupError(f"no raw tracepoint {hook.target}")
+
+    def cflags_defined(self) -> list[str]:
+        return [f[2:].split("=")[0] for f in self.cflags if f.startswith("-D")]
+
+    def _attach_hook(self, hook: Hook) -> Callable[[], None]:
+        """Attach; return the detach."""
+        fn = hook.fn.encode()
+        if hook.kind == "tracepoint":
+            tp = hook.target.encode()
+            self.bpf.attach_tracepoint(tp=tp, fn_name=fn)
+            return lambda: self.bpf.detach_tracepoint(tp=tp)
+        if hook.kind == "raw_tracepoint":
+            raw = hook.target.encode()
+            self.bpf.attach_raw_tracepoint(tp=raw, fn_name=fn)
+            return lambda: self.bpf.detach_raw_tracepoint(tp=raw)
+        event = self._function(hook.target)
+        if hook.kind == "kprobe":
+            self.bpf.attach_kprobe(event=event, fn_name=fn)
+            return lambda: self.bpf.detach_kprobe(event=event)
+        self.bpf.attach_kretprobe(event=event, fn_name=fn)
+        return lambda: self.bpf.detach_kretprobe(event=event)
+
+    def _hooks(self, spec: ProbeSpec, backend: str) -> list[Hook]:
+        return [h for h in spec.backends[backend] if self.stream_opens or not h.stream]
+
+    def _attach_backend(self, spec: ProbeSpec, backend: str) -> None:
+        """Every hook of `backend`, or none (LookupError / the attach error)."""
+        hooks = []
+        for hook in self._hooks(spec, backend):
+            try:
+                self._check(hook)
+            except LookupError:
+                if hook.optional:
+                    continue
+                raise
+            hooks.append(hook)
+        if not hooks:
+            raise LookupError(f"nothing to attach {spec.name} to with {backend}")
+        undo: list[Callable[[], None]] = []
         try:
-            self.bpf.attach_kretprobe(event=fn, fn_name=f"kr_exit_{probe}".encode())
+            for hook in hooks:
+                undo.append(self._attach_hook(hook))
         except Exception:
-            self.bpf.detach_kprobe(event=fn)
+            for detach in reversed(undo):
+                with contextlib.suppress(Exception):
+                    detach()
             raise
 
     def attach(self, mode: str) -> list[ProbeStatus]:
-        """Attach every probe with `mode` (auto tries tracepoint, then kprobe)."""
-        backends = BACKENDS if mode == "auto" else (mode,)
-        attachers: dict[str, Callable[[str], None]] = {
-            "tracepoint": self._attach_tracepoint,
-            "kprobe": self._attach_kprobe,
-        }
-        for probe, required in PROBES:
-            status = ProbeStatus(probe)
+        """Attach every probe with `mode` (auto tries tracepoint, then kprobe).
+
+        Probes with a single way in (io_uring's tracepoints, the raw
+        tracepoint that marks usermode helpers) use it whatever the mode.
+        """
+        order = BACKENDS if mode == "auto" else (mode,)
+        optional_missing: list[str] = []
+        for spec in PROBES:
+            backends = [b for b in order if b in spec.backends] or list(spec.backends)
+            status = ProbeStatus(spec.name)
             missing = 0
             for backend in backends:
                 with captured_stderr():
                     try:
-                        attachers[backend](probe)
+                        self._attach_backend(spec, backend)
                     except LookupError as e:
                         missing += 1
                         status.tried[backend] = str(e)
@@ -210,27 +359,31 @@ class Program:
                 break
             status.absent = missing == len(backends)
             self.probes.append(status)
+            reasons = "; ".join(f"{b}: {err}" for b, err in status.tried.items())
             if status.backend:
-                log.info("probe %s attached (%s)", probe, status.backend)
-            elif status.absent and not required:
-                log.info("probe %s: not on this kernel, skipped", probe)
+                log.info("probe %s attached (%s)", spec.name, status.backend)
+            elif not spec.required:
+                optional_missing.append(f"probe {spec.name} not attached ({reasons})")
             else:
-                reasons = "; ".join(f"{b}: {err}" for b, err in status.tried.items())
-                raise InotraceError(f"cannot attach probe {probe} ({reasons})")
+                raise InotraceError(f"cannot attach probe {spec.name} ({reasons})")
+        # said only once the required ones are in: a failure stays one line
+        for line in optional_missing:
+            log.info("%s", line)
         return self.probes
 
     def load_only(self, backend: str) -> list[str]:
         """Load (verify) every program of `backend` without attaching; return names."""
         kinds = {
-            "tracepoint": [("tp_enter_", "TRACEPOINT"), ("tp_exit_", "TRACEPOINT")],
-            "kprobe": [("kp_enter_", "KPROBE"), ("kr_exit_", "KPROBE")],
-        }[backend]
+            "tracepoint": "TRACEPOINT",
+            "kprobe": "KPROBE",
+            "kretprobe": "KPROBE",
+            "raw_tracepoint": "RAW_TRACEPOINT",
+        }
         names = []
-        for probe, _ in PROBES:
-            for prefix, kind in kinds:
-                name = prefix + probe
-                self.bpf.load_func(name.encode(), getattr(self._bcc.BPF, kind))
-                names.append(name)
+        for spec in PROBES:
+            for hook in self._hooks(spec, backend) if backend in spec.backends else ():
+                self.bpf.load_func(hook.fn.encode(), getattr(self._bcc.BPF, kinds[hook.kind]))
+                names.append(hook.fn)
         return names
 
     # -- reading -----------------------------------------------------------
@@ -259,6 +412,15 @@ class Program:
             key = CountKeyC.from_buffer_copy(bytes(k))
             out.append((key, int(v.value)))
         return out
+
+    def read_open_counts(self) -> list[tuple[OpenKeyC, int]]:
+        return [(OpenKeyC.from_buffer_copy(bytes(k)), int(v.value)) for k, v in self.bpf[b"open_counts"].items()]
+
+    def mark_usermode_helpers(self, tgids: set[int]) -> None:
+        """Seed the usermode-helper map with helpers that predate the probes."""
+        table = self.bpf[b"umh"]
+        for tgid in tgids:
+            table[table.Key(tgid)] = table.Leaf(1)
 
     def read_lost(self) -> list[int]:
         table = self.bpf[b"lost"]

@@ -167,6 +167,7 @@ FIELDS: tuple[Field, ...] = (
     Field("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
     Field("OFF_TASK_CRED", "task_struct", "cred"),
     Field("OFF_TASK_FILES", "task_struct", "files"),
+    Field("OFF_TASK_FLAGS", "task_struct", "flags"),
     Field("OFF_CRED_EUID", "cred", "euid.val"),
     Field("OFF_FILES_FDT", "files_struct", "fdt"),
     Field("OFF_FDTABLE_MAX_FDS", "fdtable", "max_fds"),

@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--comm", action="append", default=[], help="only this comm (repeatable)")
     trace.add_argument("--uid", type=_uid, action="append", default=[], help="only this uid or euid (repeatable)")
     trace.add_argument("--format", choices=("json", "table"), default="json", help="(default: %(default)s)")
+    trace.add_argument("--opens", action="store_true", help="also stream every file open (batched; drops are counted)")
     _add_accounting(trace)
     return parser
 
@@ -221,10 +222,11 @@ def _run_tracer(
 ) -> None:
     """Load, attach, self-test, then poll until a signal. Always detaches."""
     from .bpf_program import Program  # noqa: PLC0415 - bcc only when BPF is needed
+    from .origins import usermode_helpers  # noqa: PLC0415
     from .tracer import Tracer  # noqa: PLC0415
 
     _require_privileges()
-    program = Program(sysfs=args.sysfs)
+    program = Program(sysfs=args.sysfs, stream_opens=getattr(args, "opens", False))
     tracer = None
     try:
         program.attach(args.probes)
@@ -236,6 +238,7 @@ def _run_tracer(
             max_instances=args.max_instances,
         )
         tracer.self_test()
+        program.mark_usermode_helpers(usermode_helpers(args.procfs))
         tracer.seed()
         started(tracer)
         while True:
@@ -270,6 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             InotraceCollector(
                 {
                     "inotify_calls": tracer.calls_source(comms),
+                    "opens": tracer.opens_source(comms),
                     "accounting": tracer.accounting_source(comms, args.top_processes),
                     "exporter": tracer.self_source,
                 }

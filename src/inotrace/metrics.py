@@ -19,7 +19,7 @@ from . import __version__
 from .accounting import Accounting
 from .labels import LabelCap
 from .names import errno_name
-from .records import CountKeyC, Origin, Syscall
+from .records import CountKeyC, OpenKeyC, Origin, Syscall
 from .untrusted import escape_text
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,48 @@ def render_accounting(
         overflow,
         q_over,
     ]
+
+
+@dataclass(frozen=True)
+class OpenCount:
+    """One row of the in-kernel open counter map."""
+
+    comm: str  # escaped
+    uid: int
+    err: int
+    origin: Origin
+    value: int
+
+    @classmethod
+    def from_key(cls, key: OpenKeyC, value: int) -> OpenCount:
+        return cls(escape_text(key.comm, 64), key.uid, key.err, Origin(key.origin), value)
+
+
+def render_opens(rows: Sequence[OpenCount], comms: LabelCap) -> list[Metric]:
+    """Opens counted in the kernel, by comm/uid and origin (errors by errno)."""
+    comms.admit((r.comm, r.value) for r in rows)
+    ok: dict[tuple[str, str, str], int] = {}
+    failed: dict[tuple[str, str, str], int] = {}
+    for r in rows:
+        comm = comms.label(r.comm)
+        table, key = (
+            (failed, (comm, str(r.uid), errno_name(r.err))) if r.err else (ok, (comm, str(r.uid), r.origin.label))
+        )
+        table[key] = table.get(key, 0) + r.value
+    opens = CounterMetricFamily(
+        "inotrace_opens",
+        "files opened (open, openat, openat2, creat, open_by_handle_at and io_uring opens that succeeded), "
+        "by comm, effective uid and origin",
+        labels=["comm", "uid", "origin"],
+    )
+    for labels, value in sorted(ok.items()):
+        opens.add_metric(list(labels), value)
+    errors = CounterMetricFamily(
+        "inotrace_open_errors", "opens that failed, by comm, effective uid and errno", labels=["comm", "uid", "errno"]
+    )
+    for labels, value in sorted(failed.items()):
+        errors.add_metric(list(labels), value)
+    return [opens, errors]
 
 
 @dataclass(frozen=True)

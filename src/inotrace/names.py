@@ -36,6 +36,34 @@ INIT1_FLAG_BITS: tuple[tuple[int, str], ...] = (
 )
 
 
+# x86-64 / generic O_* bits (include/uapi/asm-generic/fcntl.h); the access
+# mode (low two bits) is named separately.
+OPEN_FLAG_BITS: tuple[tuple[int, str], ...] = (
+    (0o100, "O_CREAT"),
+    (0o200, "O_EXCL"),
+    (0o400, "O_NOCTTY"),
+    (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"),
+    (0o4000, "O_NONBLOCK"),
+    (0o10000, "O_DSYNC"),
+    (0o20000, "FASYNC"),
+    (0o40000, "O_DIRECT"),
+    (0o100000, "O_LARGEFILE"),
+    (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"),
+    (0o1000000, "O_NOATIME"),
+    (0o2000000, "O_CLOEXEC"),
+    (0o4000000, "__O_SYNC"),
+    (0o10000000, "O_PATH"),
+    (0o20000000, "__O_TMPFILE"),
+)
+
+
+def open_flag_names(flags: int) -> list[str]:
+    access = ("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[flags & 3]
+    return [access, *bit_names(flags & ~3, OPEN_FLAG_BITS)]
+
+
 def errno_name(n: int) -> str:
     """`ENOSPC` for 28; `unknown:<n>` when the number has no name here."""
     return errno.errorcode.get(n, f"unknown:{n}")

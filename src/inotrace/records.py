@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import struct
 from dataclasses import dataclass
 
 from .lifetime import LimitHit
@@ -16,6 +17,7 @@ COMM_LEN = 16
 PATH_LEN = 256
 
 REC_INOTIFY = 1
+REC_OPEN = 2
 
 F_PATH_TRUNCATED = 0x1
 F_PATH_FAULT = 0x2
@@ -35,6 +37,10 @@ class Syscall(enum.IntEnum):
 
 class Origin(enum.IntEnum):
     USER = 0
+    KERNEL_THREAD = 1
+    USERMODE_HELPER = 2
+    IO_URING = 3
+    IO_URING_WORKER = 4
 
     @property
     def label(self) -> str:
@@ -50,17 +56,38 @@ class Backend(enum.IntEnum):
         return self.name.lower()
 
 
+class OpenCallKind(enum.IntEnum):
+    """enum inotrace_open_call"""
+
+    OPEN = 1
+    OPENAT = 2
+    OPENAT2 = 3
+    CREAT = 4
+    OPEN_BY_HANDLE_AT = 5
+    IO_URING_OPENAT = 6
+    IO_URING_OPENAT2 = 7
+    DO_SYS_OPENAT2 = 8
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
 class LostReason(enum.IntEnum):
     RINGBUF = 0
     INFLIGHT = 1
     COUNTS = 2
+    OPEN_COUNTS = 3
+    IO_URING = 4
 
     @property
     def label(self) -> str:
-        return {0: "ringbuf_full", 1: "inflight_full", 2: "counter_map_full"}[self.value]
+        return ("ringbuf_full", "inflight_full", "counter_map_full", "open_counter_map_full", "io_uring_map_full")[
+            self.value
+        ]
 
 
-LOST_MAX = 3
+LOST_MAX = 5
 
 
 class InotifyRecC(ctypes.Structure):
@@ -100,6 +127,46 @@ class CountKeyC(ctypes.Structure):
         ("syscall", ctypes.c_uint16),
         ("origin", ctypes.c_uint16),
         ("_pad", ctypes.c_uint32),
+    ]
+
+
+class OpenRecC(ctypes.Structure):
+    """struct inotrace_open_rec"""
+
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("_reserved", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("ret", ctypes.c_int64),
+        ("kind", ctypes.c_uint32),
+        ("call", ctypes.c_uint32),
+        ("tgid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("euid", ctypes.c_uint32),
+        ("dfd", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32),
+        ("origin", ctypes.c_uint16),
+        ("backend", ctypes.c_uint8),
+        ("rec_flags", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("path", ctypes.c_char * PATH_LEN),
+    ]
+
+
+class OpenKeyC(ctypes.Structure):
+    """struct inotrace_open_key"""
+
+    _fields_ = [
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("uid", ctypes.c_uint32),
+        ("err", ctypes.c_int32),
+        ("origin", ctypes.c_uint16),
+        ("_pad", ctypes.c_uint16),
+        ("_pad2", ctypes.c_uint32),
     ]
 
 
@@ -194,6 +261,85 @@ class InotifyCall:
 
 class DecodeError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """One completed open (streamed with `trace --opens`)."""
+
+    ts_ns: int
+    call: OpenCallKind
+    tgid: int
+    tid: int
+    ppid: int
+    uid: int
+    euid: int
+    comm: bytes  # untrusted
+    cgroup_id: int
+    ret: int
+    dfd: int
+    flags: int
+    mode: int
+    path: bytes | None  # copied from the caller's memory: untrusted; None if not available
+    path_truncated: bool
+    path_fault: bool
+    origin: Origin
+    backend: Backend
+
+    @property
+    def ok(self) -> bool:
+        return self.ret >= 0
+
+    @property
+    def errno(self) -> int:
+        return -self.ret if self.ret < 0 else 0
+
+
+def _decode_open(data: bytes) -> OpenCall:
+    if len(data) < ctypes.sizeof(OpenRecC):
+        raise DecodeError(f"open record of {len(data)} bytes, expected {ctypes.sizeof(OpenRecC)}")
+    r = OpenRecC.from_buffer_copy(data[: ctypes.sizeof(OpenRecC)])
+    try:
+        call, origin, backend = OpenCallKind(r.call), Origin(r.origin), Backend(r.backend)
+    except ValueError as e:
+        raise DecodeError(str(e)) from e
+    has_path = bool(r.rec_flags & F_HAS_PATH)
+    fault = bool(r.rec_flags & F_PATH_FAULT)
+    return OpenCall(
+        ts_ns=r.ts_ns,
+        call=call,
+        tgid=r.tgid,
+        tid=r.tid,
+        ppid=r.ppid,
+        uid=r.uid,
+        euid=r.euid,
+        comm=_cstr(bytes(r.comm)),
+        cgroup_id=r.cgroup_id,
+        ret=r.ret,
+        dfd=r.dfd,
+        flags=r.flags,
+        mode=r.mode,
+        path=_cstr(bytes(r.path)) if has_path and not fault else None,
+        path_truncated=bool(r.rec_flags & F_PATH_TRUNCATED),
+        path_fault=fault,
+        origin=origin,
+        backend=backend,
+    )
+
+
+# Both record kinds keep `kind` at this offset (see bpf/inotrace.h).
+_KIND = struct.Struct("<I")
+KIND_OFFSET = 32
+
+
+def decode_any(data: bytes) -> InotifyCall | OpenCall:
+    """Decode one ring-buffer record of either kind; DecodeError on a foreign shape."""
+    if len(data) < KIND_OFFSET + 4:
+        raise DecodeError(f"record of {len(data)} bytes")
+    (kind,) = _KIND.unpack_from(data, KIND_OFFSET)
+    if kind == REC_OPEN:
+        return _decode_open(data)
+    return decode(data)
 
 
 def decode(data: bytes) -> InotifyCall:

@@ -21,13 +21,22 @@ from .bpf_program import Program
 from .errors import InotraceError
 from .labels import LabelCap
 from .lifetime import Lifetime, LifetimeEvent, LimitHit
-from .metrics import CallCount, Limits, ProbeRow, render_accounting, render_calls, render_self
-from .records import DecodeError, InotifyCall, LostReason, Syscall, decode, decode_instances
+from .metrics import (
+    CallCount,
+    Limits,
+    OpenCount,
+    ProbeRow,
+    render_accounting,
+    render_calls,
+    render_opens,
+    render_self,
+)
+from .records import DecodeError, InotifyCall, LostReason, OpenCall, Syscall, decode_any, decode_instances
 from .untrusted import escape_text
 
 log = logging.getLogger(__name__)
 
-Record = InotifyCall | LifetimeEvent
+Record = InotifyCall | OpenCall | LifetimeEvent
 Sink = Callable[[Record], None]
 
 # errno -> the per-user limit it can mean (EMFILE is also RLIMIT_NOFILE: the
@@ -79,7 +88,7 @@ class Tracer:
         self.records = 0
         self.invalid = 0
         self._raw: list[bytes] = []
-        self._backlog: list[InotifyCall] = []
+        self._backlog: list[InotifyCall | OpenCall] = []
         self.accounting = Accounting(max_instances)
         self.lock = threading.Lock()  # guards accounting
         self._requests: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
@@ -97,14 +106,14 @@ class Tracer:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _drain(self, timeout_ms: int) -> list[InotifyCall]:
+    def _drain(self, timeout_ms: int) -> list[InotifyCall | OpenCall]:
         self.program.poll(timeout_ms)
         raw, self._raw[:] = list(self._raw), []
-        calls = []
+        calls: list[InotifyCall | OpenCall] = []
         for data in raw:
             self.records += 1
             try:
-                calls.append(decode(data))
+                calls.append(decode_any(data))
             except DecodeError as e:
                 self.invalid += 1
                 log.warning("undecodable ring buffer record: %s", e)
@@ -131,11 +140,14 @@ class Tracer:
             events = self._take_events()
         return [*calls, *events]
 
-    def _apply(self, calls: list[InotifyCall]) -> list[InotifyCall]:
+    def _apply(self, calls: list[InotifyCall | OpenCall]) -> list[InotifyCall | OpenCall]:
         """Apply calls in order; a limit failure carries the model's state at that point."""
-        out = []
+        out: list[InotifyCall | OpenCall] = []
         hits: dict[tuple[str, int], LimitHit] = {}  # a storm of failures: one look per user per batch
         for call in calls:
+            if isinstance(call, OpenCall):
+                out.append(call)
+                continue
             self.accounting.apply(call)
             resource = LIMIT_ERRNOS.get(call.errno)
             if resource and (call.syscall == Syscall.INOTIFY_ADD_WATCH) == (resource == "watches"):
@@ -241,7 +253,10 @@ class Tracer:
             deadline = time.monotonic() + SELFTEST_TIMEOUT_S
             while not selftest.complete(mine) and time.monotonic() < deadline:
                 for call in self._drain(50):
-                    (mine if selftest.mine(call, exp) else self._backlog).append(call)
+                    if isinstance(call, InotifyCall) and selftest.mine(call, exp):
+                        mine.append(call)
+                    else:
+                        self._backlog.append(call)
         finally:
             probe.close()
         problems = selftest.check(mine, exp)
@@ -258,6 +273,12 @@ class Tracer:
         def collect() -> list[Metric]:
             rows = [CallCount.from_key(k, v) for k, v in self.program.read_counts()]
             return render_calls(rows, comms)
+
+        return collect
+
+    def opens_source(self, comms: LabelCap) -> Callable[[], list[Metric]]:
+        def collect() -> list[Metric]:
+            return render_opens([OpenCount.from_key(k, v) for k, v in self.program.read_open_counts()], comms)
 
         return collect
 
@@ -296,6 +317,6 @@ class Tracer:
         lost = {LostReason(i).label: v for i, v in enumerate(self.program.read_lost())}
         entries = {
             name: (len(self.program.bpf[name.encode()]), self.program.map_capacity(name))
-            for name in ("counts", "inflight")
+            for name in ("counts", "inflight", "open_counts", "iou_opens", "umh")
         }
         return render_self(probes, lost, self.records, self.invalid, entries)

@@ -1,0 +1,163 @@
+"""Opens counted in the kernel, io_uring opens, and origins, on the real kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import NOBODY, WORKLOADS, Running, http_get, unique_comm
+
+pytestmark = pytest.mark.bpf
+
+
+def samples(url: str, name: str, **match: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples of one metric whose labels include `match`, keyed by their other labels."""
+    _status, text = http_get(url + "/metrics")
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
+                out[tuple(sorted((k, v) for k, v in s.labels.items() if k not in match))] = s.value
+    return out
+
+
+def eventually(check: Callable[[], object], timeout: float = 10) -> None:
+    """Counters are read at scrape time: retry while the last exits are counted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="inotrace-opens-"))
+    os.chmod(d, 0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def build(source: str, out: Path, *flags: str) -> Path:
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(WORKLOADS / source), *flags], check=True)
+    return out
+
+
+def test_opens_are_counted_exactly_and_streamed(serve, workdir: Path) -> None:
+    _proc, url = serve()
+    comm = unique_comm("op")
+    tr = Running(["trace", "--opens", f"--comm={comm}"])
+    try:
+        tr.wait_for_log("tracing inotify calls")
+        script = workdir / "opens.py"
+        shutil.copy(WORKLOADS / "opens.py", script)
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        out = subprocess.run(
+            [*cmd, "/usr/bin/python3", str(script), comm, str(workdir)], check=False, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        did = json.loads(out.stdout)
+        assert did["ok"] == 23 and did["errors"] == {"ENOENT": 11, "ENOTDIR": 3, "EACCES": 2, "EEXIST": 1}
+
+        def counted() -> None:
+            ok = samples(url, "inotrace_opens_total", comm=comm, uid=str(NOBODY))
+            assert ok == {(("origin", "user"),): 23}
+            errs = samples(url, "inotrace_open_errors_total", comm=comm, uid=str(NOBODY))
+            assert {dict(k)["errno"]: v for k, v in errs.items()} == did["errors"]
+
+        eventually(counted)
+        # the stream: one record per open, batched; the kernel's ret and the caller's path
+        deadline = time.monotonic() + 10
+        recs: list[dict] = []
+        while len(recs) < 40 and time.monotonic() < deadline:
+            line = tr.proc.stdout.readline()  # type: ignore[union-attr]
+            rec = json.loads(line)
+            if rec["event"] == "open":
+                recs.append(rec)
+    finally:
+        assert tr.stop() == 0
+    assert len(recs) == 40
+    by_call: dict[str, int] = {}
+    for r in recs:
+        by_call[r["syscall"]] = by_call.get(r["syscall"], 0) + 1
+        assert (r["pid"], r["uid"], r["euid"], r["origin"], r["backend"]) == (
+            did["pid"],
+            NOBODY,
+            NOBODY,
+            "user",
+            "tracepoint",
+        )
+        assert r["user_memory"] == ["args.pathname"] and "args.pathname" in r["untrusted"]
+    assert by_call == did["calls"]
+    creats = [r for r in recs if r["syscall"] == "creat"]
+    assert [r["args"]["pathname"] for r in creats] == [str(workdir / f"made{i}") for i in range(3)]
+    assert all({"O_WRONLY", "O_CREAT", "O_TRUNC"} <= set(r["args"]["flags_names"]) for r in creats)
+    assert sum(1 for r in recs if r["errno"] == "EACCES" and r["args"]["pathname"] == "/etc/shadow") == 2
+
+
+def test_io_uring_opens_inline_and_by_a_worker(serve, workdir: Path) -> None:
+    _proc, url = serve()
+    prog = build("iou_open.c", workdir / "iou_open", "-luring")
+    (workdir / "file").write_text("x")
+    comm = unique_comm("iou")
+    out = subprocess.run(
+        [str(prog), comm, str(workdir / "file"), str(workdir / "missing")], check=False, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["inline"] >= 0 and res["async"] >= 0 and res["missing"] == -2
+
+    def counted() -> None:
+        ok = samples(url, "inotrace_opens_total", comm=comm, uid="0")
+        assert ok == {(("origin", "io_uring"),): 1, (("origin", "io_uring_worker"),): 1}
+        assert samples(url, "inotrace_open_errors_total", comm=comm, uid="0") == {(("errno", "ENOENT"),): 1}
+
+    eventually(counted)
+
+
+def test_usermode_helper_origin(serve, workdir: Path) -> None:
+    """A core_pattern pipe helper, really started by the kernel, is tagged usermode_helper."""
+    _proc, url = serve()
+    name = unique_comm("umh")
+    marker = workdir / "helper-ran"
+    helper = build("umh_helper.c", workdir / name, "-static", f'-DMARKER="{marker}"')
+    pattern = Path("/proc/sys/kernel/core_pattern")
+    saved = pattern.read_text()
+    victim = None
+    try:
+        pattern.write_text(f"|{helper} %p\n")
+        victim = subprocess.Popen(["prlimit", "--core=unlimited", "sleep", "60"])
+        time.sleep(0.2)
+        os.kill(victim.pid, signal.SIGSEGV)
+        victim.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the core_pattern helper never ran"
+            time.sleep(0.05)
+    finally:
+        pattern.write_text(saved)
+        if victim is not None and victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    assert pattern.read_text() == saved
+
+    def counted() -> None:
+        assert samples(url, "inotrace_opens_total", comm=name, uid="0") == {(("origin", "usermode_helper"),): 2}
+        inits = samples(url, "inotrace_inotify_init_total", comm=name, uid="0")
+        assert inits == {(("origin", "usermode_helper"),): 1}
+
+    eventually(counted)
