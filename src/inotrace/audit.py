@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -76,24 +76,29 @@ class Filter:
 class Formatter:
     """Renders records as JSON lines or table rows, with one clock and one id key."""
 
-    def __init__(self, table: bool = False) -> None:
+    def __init__(self, table: bool = False, container_of: Callable[[int], tuple[str, str]] | None = None) -> None:
         self.clock, self.ids, self.table = Clock(), InstanceIds(), table
+        self.container_of = container_of  # --labels.container
 
     def header(self) -> str | None:
         return table_header() if self.table else None
 
     def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent) -> str:
-        if isinstance(rec, LifetimeEvent):
-            if self.table:
-                return lifetime_row(rec, self.clock, self.ids)
-            return _dumps(lifetime_obj(rec, self.clock, self.ids))
-        if isinstance(rec, OpenCall):
-            if self.table:
-                return open_row(rec, self.clock)
-            return _dumps(open_obj(rec, self.clock))
         if self.table:
+            if isinstance(rec, LifetimeEvent):
+                return lifetime_row(rec, self.clock, self.ids)
+            if isinstance(rec, OpenCall):
+                return open_row(rec, self.clock)
             return table_row(rec, self.clock, self.ids)
-        return to_json_line(rec, self.clock, self.ids)
+        if isinstance(rec, LifetimeEvent):
+            obj, pid = lifetime_obj(rec, self.clock, self.ids), rec.pid
+        elif isinstance(rec, OpenCall):
+            obj, pid = open_obj(rec, self.clock), rec.tgid
+        else:
+            obj, pid = to_json_obj(rec, self.clock, self.ids), rec.tgid
+        if self.container_of is not None:
+            obj["container_id"], obj["pod_uid"] = self.container_of(pid) if pid else ("", "")
+        return _dumps(obj)
 
 
 def _dumps(obj: dict[str, Any]) -> str:

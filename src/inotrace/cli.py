@@ -51,6 +51,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default="info",
         help="log level (default: %(default)s)",
     )
+    p.add_argument(
+        "--labels.container",
+        dest="labels_container",
+        action="store_true",
+        help="add container_id and pod_uid (from /proc/PID/cgroup) to per-process gauges and audit records",
+    )
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -252,6 +258,20 @@ def _run_tracer(
         program.close()
 
 
+def _container_labels(args: argparse.Namespace) -> Callable[[int], tuple[str, str]] | None:
+    if not args.labels_container:
+        return None
+    from .containers import ContainerResolver  # noqa: PLC0415
+
+    resolver = ContainerResolver(procfs=args.procfs)
+
+    def container_of(pid: int) -> tuple[str, str]:
+        found = resolver.labels(pid)
+        return found.container_id, found.pod_uid
+
+    return container_of
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
@@ -265,7 +285,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Bind first: a taken port should fail before seconds of BPF compiling.
     exporter = Exporter(args.listen, args.telemetry_path, registry, ready=lambda: state["ready"])
     log_file = _open_log(args.log_events) if args.log_events else None
-    fmt = Formatter()
+    container_of = _container_labels(args)
+    fmt = Formatter(container_of=container_of)
 
     def started(tracer: Tracer) -> None:
         comms = LabelCap(args.max_comms)
@@ -274,7 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 {
                     "inotify_calls": tracer.calls_source(comms),
                     "opens": tracer.opens_source(comms),
-                    "accounting": tracer.accounting_source(comms, args.top_processes),
+                    "accounting": tracer.accounting_source(comms, args.top_processes, container_of),
                     "exporter": tracer.self_source,
                 }
             )
@@ -301,7 +322,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from .audit import Filter, Formatter  # noqa: PLC0415
 
     keep = Filter(frozenset(args.pid), frozenset(os.fsencode(c) for c in args.comm), frozenset(args.uid))
-    fmt = Formatter(table=args.format == "table")
+    fmt = Formatter(table=args.format == "table", container_of=_container_labels(args))
     out = sys.stdout
 
     def started(_tracer: Tracer) -> None:

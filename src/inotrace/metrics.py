@@ -116,10 +116,12 @@ def render_accounting(
     limits: Limits,
     *,
     overflows: Sequence[tuple[str, int, int]] = (),
+    container_of: Callable[[int], tuple[str, str]] | None = None,
 ) -> list[Metric]:
     """Current instances and watches: by comm/uid, per top process, per user, limits.
 
     overflows: (owner comm, uid, episodes) of queue overflows seen so far.
+    container_of: pid -> (container_id, pod_uid), labels on the per-process gauges (--labels.container).
     """
     # A shared instance counts once, for its owner (lowest-numbered holder).
     per_proc: dict[tuple[int, int], list[int]] = {}  # (tgid, uid) -> [instances, watches, deepest queue]
@@ -147,23 +149,24 @@ def render_accounting(
         inst_f.add_metric(list(labels), n_inst)
         watch_f.add_metric(list(labels), n_watch)
     top = sorted(per_proc.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:top_n]
+    proc_label_names = ["pid", "comm", "uid"] + (["container_id", "pod_uid"] if container_of else [])
     p_inst = GaugeMetricFamily(
         "inotrace_process_inotify_instances",
         "inotify instances owned by one of the top processes by watches",
-        labels=["pid", "comm", "uid"],
+        labels=proc_label_names,
     )
     p_watch = GaugeMetricFamily(
         "inotrace_process_inotify_watches",
         "inotify watches of one of the top processes by watches",
-        labels=["pid", "comm", "uid"],
+        labels=proc_label_names,
     )
     p_queue = GaugeMetricFamily(
         "inotrace_process_inotify_queue_depth",
         "events queued in the deepest instance of one of the top processes",
-        labels=["pid", "comm", "uid"],
+        labels=proc_label_names,
     )
     for (tgid, uid), (n_inst, n_watch, depth) in top:
-        proc_labels = [str(tgid), comm[tgid], str(uid)]
+        proc_labels = [str(tgid), comm[tgid], str(uid), *(container_of(tgid) if container_of else ())]
         p_inst.add_metric(proc_labels, n_inst)
         p_watch.add_metric(proc_labels, n_watch)
         p_queue.add_metric(proc_labels, depth)

@@ -291,7 +291,9 @@ class Tracer:
     def _comm_of(self, tgid: int) -> str:
         return escape_text(self._comm_raw(tgid), 64)
 
-    def accounting_source(self, comms: LabelCap, top_n: int) -> Callable[[], list[Metric]]:
+    def accounting_source(
+        self, comms: LabelCap, top_n: int, container_of: Callable[[int], tuple[str, str]] | None = None
+    ) -> Callable[[], list[Metric]]:
         def collect() -> list[Metric]:
             self.sync()
             sysctl = fdinfo.read_inotify_limits(self.procfs)
@@ -303,7 +305,9 @@ class Tracer:
             )
             with self.lock:
                 overflows = [(escape_text(c, 64), uid, n) for (c, uid), n in self.overflows.items()]
-                return render_accounting(self.accounting, comms, self._comm_of, top_n, limits, overflows=overflows)
+                return render_accounting(
+                    self.accounting, comms, self._comm_of, top_n, limits, overflows=overflows, container_of=container_of
+                )
 
         return collect
 
