@@ -199,7 +199,8 @@ class Program:
     ) -> None:
         self._bcc = _import_bcc()
         offsets = resolve_offsets(os.path.join(sysfs, "kernel/btf/vmlinux"))
-        self.tracefs = tracefs.ensure_mounted(sysfs)
+        # BCC looks for tracefs under the real /sys whatever --path.sysfs says
+        self.tracefs = tracefs.ensure_mounted("/sys")
         self.stream_opens = stream_opens
         offsets.update(self._io_uring_offsets())
         self.syscall_prefix = self._syscall_prefix()
