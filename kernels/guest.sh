@@ -1,0 +1,47 @@
+#!/bin/bash
+# Runs INSIDE the lane's VM (kernels/run boots it): one boot, every backend.
+#   guest.sh RESULTS REPO DESELECT BACKEND TESTS [BACKEND TESTS]...
+# TESTS and DESELECT are comma-separated pytest node ids or files (relative to
+# REPO); DESELECT may be empty.
+#
+# The guest shares the host's root filesystem read-only (overlays on /tmp,
+# /etc, /var...); RESULTS is the one directory written back to the host.
+# vng passes no environment in: everything is set here, interpreters are
+# called by full path.
+set -u
+results=$1 repo=$2 deselect=$3
+shift 3
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# In CI a skip is a failure (tests/conftest.py); the lane is CI either way.
+export CI=true
+# /tmp is an overlay over 9p here, where open_by_handle_at (snapshot --paths)
+# cannot resolve file handles; /run is a plain tmpfs, as /tmp is on most hosts.
+export TMPDIR=/run/inotrace-lane-tmp
+mkdir -p -m 1777 "$TMPDIR"
+kver=$(uname -r)
+status=$results/status
+# kernels/run reads this marker: from here on a failure is a test failure,
+# not a boot failure.
+echo "inotrace-lane: guest booted kernel $kver ($(nproc) cpus, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB)"
+echo "booted $kver $(date +%s)" >> "$status"
+# Loopback is all the tests use (serve binds 127.0.0.1).
+ip link set lo up 2>/dev/null || true
+cd "$repo" || { echo "inotrace-lane: repository $repo not visible in the guest"; echo "norepo" >> "$status"; exit 1; }
+while [ $# -ge 2 ]; do
+  backend=$1 files=$2
+  shift 2
+  IFS=, read -r -a tests <<< "$files"
+  args=()
+  if [ -n "$deselect" ]; then
+    IFS=, read -r -a skip <<< "$deselect"
+    for d in "${skip[@]}"; do args+=(--deselect "$d"); done
+  fi
+  echo "inotrace-lane: === kernel $kver, --probes $backend: ${tests[*]}"
+  echo "start $backend $(date +%s)" >> "$status"
+  INOTRACE_TEST_PROBES=$backend "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -q -rfE --durations=5 \
+    --junitxml="$results/junit-$kver-$backend.xml" -o junit_suite_name="$kver-$backend" "${args[@]}" "${tests[@]}"
+  echo "end $backend $? $(date +%s)" >> "$status"
+done
+echo "done $(date +%s)" >> "$status"
+echo "inotrace-lane: guest finished"
