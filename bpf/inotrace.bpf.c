@@ -52,9 +52,8 @@
 #ifndef OPEN_COUNTS_MAX
 #define OPEN_COUNTS_MAX 16384
 #endif
-#ifndef UMH_MAX
-#define UMH_MAX 4096
-#endif
+/* PID_MAX_LIMIT on 64-bit: the usermode-helper bitmap covers every tgid. */
+#define UMH_WORDS (4194304 / 64)
 #ifndef IOU_REQS_MAX
 #define IOU_REQS_MAX 10240
 #endif
@@ -119,9 +118,32 @@ BPF_PERCPU_ARRAY(wakeups, __u32, 1);
 BPF_ARRAY(inotify_fops, __u64, 1);
 BPF_HASH(open_counts, struct inotrace_open_key, __u64, OPEN_COUNTS_MAX);
 /* Thread groups started by a kernel thread (usermode helpers: core_pattern
- * pipes, modprobe, hotplug) and their descendants. Kept exact at fork time
- * (a reused tgid is overwritten), seeded from /proc at start. */
-BPF_HASH(umh, __u32, __u8, UMH_MAX);
+ * pipes, modprobe, hotplug) and their descendants, one bit per tgid. Kept
+ * exact at fork time (a reused tgid is overwritten), seeded from /proc at
+ * start. A bitmap, not a hash: every open asks, and an array lookup is
+ * inlined by the verifier while a hash lookup hashes (512 KiB in all). */
+BPF_ARRAY(umh, __u64, UMH_WORDS);
+
+static __always_inline int is_umh(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	__u64 *w = umh.lookup(&word);
+
+	return w && (*w >> (tgid % 64)) & 1;
+}
+
+static __always_inline void set_umh(__u32 tgid, int on)
+{
+	__u32 word = tgid / 64;
+	__u64 *w = umh.lookup(&word), bit = 1ULL << (tgid % 64);
+
+	if (!w)
+		return;
+	if (on)
+		__sync_fetch_and_or(w, bit);
+	else if (*w & bit)
+		__sync_fetch_and_and(w, ~bit);
+}
 
 /* An io_uring open between submission and completion, keyed by request. */
 struct iou_open {
@@ -233,7 +255,7 @@ static __always_inline __u16 task_origin(void *task, __u32 tgid)
 		return INOTRACE_ORIGIN_KERNEL_THREAD;
 	if (flags & PF_IO_WORKER)
 		return INOTRACE_ORIGIN_IO_URING_WORKER;
-	if (umh.lookup(&tgid))
+	if (is_umh(tgid))
 		return INOTRACE_ORIGIN_USERMODE_HELPER;
 	return INOTRACE_ORIGIN_USER;
 }
@@ -572,7 +594,10 @@ static __always_inline int open_exit(__u32 call, __s64 ret, __u32 backend)
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
 	key.uid = task_euid(task);
 	key.err = ret < 0 ? (__s32)-ret : 0;
-	key.origin = task_origin(task, id >> 32);
+	/* Only syscalls reach here (io_uring and kernel threads open through
+	 * do_filp_open): the origin is user or usermode_helper, and the hot
+	 * path skips reading task flags. */
+	key.origin = is_umh(id >> 32) ? INOTRACE_ORIGIN_USERMODE_HELPER : INOTRACE_ORIGIN_USER;
 	count_open(&key);
 #if STREAM_OPENS
 	{
@@ -768,17 +793,16 @@ int raw_task_newtask(struct bpf_raw_tracepoint_args *ctx)
 	void *child = (void *)ctx->args[0];
 	__u64 clone_flags = ctx->args[1];
 	__u32 child_tgid = 0, parent_tgid = bpf_get_current_pid_tgid() >> 32;
-	__u8 one = 1;
 
 	if (clone_flags & CLONE_THREAD)
 		return 0;
 	bpf_probe_read_kernel(&child_tgid, sizeof(child_tgid), child + OFF_TASK_TGID);
 	if (!(task_flags(child) & PF_KTHREAD) &&
-	    ((task_flags((void *)bpf_get_current_task()) & PF_KTHREAD) || umh.lookup(&parent_tgid))) {
-		umh.update(&child_tgid, &one);
+	    ((task_flags((void *)bpf_get_current_task()) & PF_KTHREAD) || is_umh(parent_tgid))) {
+		set_umh(child_tgid, 1);
 		return 0;
 	}
-	umh.delete(&child_tgid);
+	set_umh(child_tgid, 0);
 	return 0;
 }
 

@@ -420,8 +420,11 @@ class Program:
     def mark_usermode_helpers(self, tgids: set[int]) -> None:
         """Seed the usermode-helper map with helpers that predate the probes."""
         table = self.bpf[b"umh"]
+        words: dict[int, int] = {}
         for tgid in tgids:
-            table[table.Key(tgid)] = table.Leaf(1)
+            words[tgid // 64] = words.get(tgid // 64, 0) | 1 << (tgid % 64)
+        for word, bits in words.items():
+            table[table.Key(word)] = table.Leaf(table[table.Key(word)].value | bits)
 
     def read_lost(self) -> list[int]:
         table = self.bpf[b"lost"]

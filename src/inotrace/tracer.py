@@ -321,6 +321,6 @@ class Tracer:
         lost = {LostReason(i).label: v for i, v in enumerate(self.program.read_lost())}
         entries = {
             name: (len(self.program.bpf[name.encode()]), self.program.map_capacity(name))
-            for name in ("counts", "inflight", "open_counts", "iou_opens", "umh")
+            for name in ("counts", "inflight", "open_counts", "iou_opens")
         }
         return render_self(probes, lost, self.records, self.invalid, entries)
