@@ -3,16 +3,19 @@
  * Tight syscall loops for bench/opens.py, which compiles this with gcc into a
  * temporary directory at run time.
  *
- *   oploop CPU PATH OPEN_ITERS GETPPID_ITERS
+ *   oploop CPU PATH OPEN_ITERS GETPPID_ITERS CHUNKS
  *
  * Pins itself to CPU (a migration mid-loop costs more than what we measure),
- * then prints two lines, each with wall-clock (CLOCK_MONOTONIC) and this
- * thread's CPU time (CLOCK_THREAD_CPUTIME_ID: user + kernel, BPF programs
- * run in syscall context included, time spent preempted excluded):
- *   open <wall ns> <cpu ns>       per open(PATH, O_RDONLY) + close()
- *   getppid <wall ns> <cpu ns>    per syscall(SYS_getppid)
- * getppid goes through syscall(2) so no libc can answer it from a cache: it
- * stands for "an unrelated syscall" that the tracers under test never hook.
+ * warms up, then times OPEN_ITERS open(PATH, O_RDONLY)+close() pairs and
+ * GETPPID_ITERS syscall(SYS_getppid) calls (through syscall(2), so no libc can
+ * answer from a cache: it stands for "an unrelated syscall"), each in CHUNKS
+ * equal chunks, and prints two lines:
+ *   open    <wall ns per call, per chunk, comma-separated> <cpu ns ..., per chunk>
+ *   getppid <wall ...> <cpu ...>
+ * wall is CLOCK_MONOTONIC; cpu is this thread's CPU time
+ * (CLOCK_THREAD_CPUTIME_ID: user + kernel, BPF programs run in syscall
+ * context included, time spent preempted left out). Chunks let the caller
+ * keep the fastest: on a shared VM, noise only ever adds time.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +27,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#define MAX_CHUNKS 1000
 
 static long long now_ns(clockid_t clock)
 {
@@ -40,48 +45,74 @@ static long parse(const char *s, const char *what)
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno || *end || v < 0) {
-		fprintf(stderr, "oploop: bad %s: %s\n", what, s);
+	if (errno || *end || v < 1) {
+		fprintf(stderr, "oploop: bad %s (want an integer >= 1): %s\n", what, s);
 		exit(2);
 	}
 	return v;
 }
 
-static int open_close(const char *path, long n)
+static const char *path;
+
+static void open_close(long n)
 {
 	for (long i = 0; i < n; i++) {
 		int fd = open(path, O_RDONLY);
 
 		if (fd < 0) {
 			fprintf(stderr, "oploop: open %s: %s\n", path, strerror(errno));
-			return -1;
+			exit(1);
 		}
 		close(fd);
 	}
-	return 0;
 }
 
-static void ppid_loop(long n)
+static void getppids(long n)
 {
 	for (long i = 0; i < n; i++)
 		syscall(SYS_getppid);
 }
 
+/* Time `iters` calls of fn in `chunks` chunks; print one line. */
+static void timed(const char *name, void (*fn)(long), long iters, long chunks)
+{
+	static double wall[MAX_CHUNKS], cpu[MAX_CHUNKS];
+	long per = iters / chunks;
+
+	for (long c = 0; c < chunks; c++) {
+		long long w0 = now_ns(CLOCK_MONOTONIC);
+		long long c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+
+		fn(per);
+		cpu[c] = (double)(now_ns(CLOCK_THREAD_CPUTIME_ID) - c0) / (double)per;
+		wall[c] = (double)(now_ns(CLOCK_MONOTONIC) - w0) / (double)per;
+	}
+	printf("%s ", name);
+	for (long c = 0; c < chunks; c++)
+		printf("%s%.2f", c ? "," : "", wall[c]);
+	printf(" ");
+	for (long c = 0; c < chunks; c++)
+		printf("%s%.2f", c ? "," : "", cpu[c]);
+	printf("\n");
+}
+
 int main(int argc, char **argv)
 {
 	cpu_set_t set;
-	long cpu, n_open, n_ppid;
-	long long t0, t1, t2, c0, c1, c2;
+	long cpu, n_open, n_ppid, chunks;
 
-	if (argc != 5) {
-		fprintf(stderr, "usage: oploop CPU PATH OPEN_ITERS GETPPID_ITERS\n");
+	if (argc != 6) {
+		fprintf(stderr, "usage: oploop CPU PATH OPEN_ITERS GETPPID_ITERS CHUNKS\n");
 		return 2;
 	}
-	cpu = parse(argv[1], "cpu");
+	errno = 0;
+	cpu = strtol(argv[1], NULL, 10);
+	path = argv[2];
 	n_open = parse(argv[3], "open iterations");
 	n_ppid = parse(argv[4], "getppid iterations");
-	if (n_open < 1 || n_ppid < 1) {
-		fprintf(stderr, "oploop: iterations must be >= 1\n");
+	chunks = parse(argv[5], "chunks");
+	if (chunks > MAX_CHUNKS || chunks > n_open || chunks > n_ppid) {
+		fprintf(stderr, "oploop: chunks must be <= %d and <= each iteration count\n", MAX_CHUNKS);
 		return 2;
 	}
 	CPU_ZERO(&set);
@@ -91,20 +122,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* Warm up: fault in the path, the dentry, the fd table, the caches. */
-	if (open_close(argv[2], n_open / 10 + 1))
-		return 1;
-	ppid_loop(n_ppid / 10 + 1);
+	open_close(n_open / 10 + 1);
+	getppids(n_ppid / 10 + 1);
 
-	t0 = now_ns(CLOCK_MONOTONIC);
-	c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-	if (open_close(argv[2], n_open))
-		return 1;
-	t1 = now_ns(CLOCK_MONOTONIC);
-	c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-	ppid_loop(n_ppid);
-	t2 = now_ns(CLOCK_MONOTONIC);
-	c2 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-	printf("open %.3f %.3f\n", (double)(t1 - t0) / (double)n_open, (double)(c1 - c0) / (double)n_open);
-	printf("getppid %.3f %.3f\n", (double)(t2 - t1) / (double)n_ppid, (double)(c2 - c1) / (double)n_ppid);
+	timed("open", open_close, n_open, chunks);
+	timed("getppid", getppids, n_ppid, chunks);
 	return 0;
 }
