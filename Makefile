@@ -27,3 +27,4 @@ lint: setup-test
 # Benchmarks (root; they raise fs.inotify limits for the run and restore them).
 bench: setup-test
 	$(VENV)/bin/python bench/accounting.py
+	$(VENV)/bin/python bench/opens.py

@@ -592,6 +592,8 @@ static __always_inline int open_exit(__u32 call, __s64 ret, __u32 backend)
 	struct inotrace_open_key key = {};
 
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+	/* the euid, as for inotify calls; reading the real uid through a helper
+	 * instead saved ~20 ns of ~215 (bench/opens.py): not worth two meanings */
 	key.uid = task_euid(task);
 	key.err = ret < 0 ? (__s32)-ret : 0;
 	/* Only syscalls reach here (io_uring and kernel threads open through

@@ -166,7 +166,6 @@ class OpenKeyC(ctypes.Structure):
         ("err", ctypes.c_int32),
         ("origin", ctypes.c_uint16),
         ("_pad", ctypes.c_uint16),
-        ("_pad2", ctypes.c_uint32),
     ]
 
 
