@@ -109,7 +109,8 @@ PROBES: tuple[ProbeSpec, ...] = (
         False,
         {
             "tracepoint": (
-                Hook("tracepoint", "io_uring:io_uring_submit_req", "tp_iou_submit_req"),
+                # io_uring_submit_sqe before 6.2 (same req/opcode fields)
+                Hook("tracepoint", "io_uring:io_uring_submit_req|io_uring_submit_sqe", "tp_iou_submit_req"),
                 Hook("tracepoint", "io_uring:io_uring_queue_async_work", "tp_iou_queue_async_work"),
                 Hook("tracepoint", "io_uring:io_uring_complete", "tp_iou_complete"),
             )
@@ -121,8 +122,8 @@ PROBES: tuple[ProbeSpec, ...] = (
 
 # io_uring tracepoint fields the C reads, passed as -D offsets from tracefs.
 IOU_FIELDS = (
-    ("IOU_SUBMIT_REQ", "io_uring_submit_req", "req"),
-    ("IOU_SUBMIT_OPCODE", "io_uring_submit_req", "opcode"),
+    ("IOU_SUBMIT_REQ", "io_uring_submit_req|io_uring_submit_sqe", "req"),
+    ("IOU_SUBMIT_OPCODE", "io_uring_submit_req|io_uring_submit_sqe", "opcode"),
     ("IOU_ASYNC_REQ", "io_uring_queue_async_work", "req"),
     ("IOU_COMPLETE_REQ", "io_uring_complete", "req"),
     ("IOU_COMPLETE_RES", "io_uring_complete", "res"),
@@ -247,8 +248,12 @@ class Program:
 
     def _io_uring_offsets(self) -> dict[str, int]:
         out = {}
-        for macro, event, name in IOU_FIELDS:
-            fields = tracefs.format_fields(self.tracefs, "io_uring", event) or {}
+        for macro, events, name in IOU_FIELDS:
+            fields = {}
+            for event in events.split("|"):
+                fields = tracefs.format_fields(self.tracefs, "io_uring", event) or {}
+                if fields:
+                    break
             if name not in fields:
                 return {}  # no io_uring tracepoints (or another layout): the probe stays absent
             out[macro] = fields[name][0]
@@ -261,10 +266,19 @@ class Program:
             return self.syscall_prefix + target[4:].encode()
         return target.encode()
 
+    def _tracepoint(self, target: str) -> str:
+        """ "category:a|b" -> the first of a, b this kernel has (tracepoints get renamed)."""
+        category, events = target.split(":")
+        names = events.split("|")
+        for event in names:
+            if os.path.isdir(os.path.join(self.tracefs, "events", category, event)):
+                return f"{category}:{event}"
+        return f"{category}:{names[0]}"
+
     def _check(self, hook: Hook) -> None:
         """LookupError if the hook has nothing to attach to here; RuntimeError if unusable."""
         if hook.kind == "tracepoint":
-            category, event = hook.target.split(":")
+            category, event = self._tracepoint(hook.target).split(":")
             fields = tracefs.format_fields(self.tracefs, category, event)
             if fields is None:
                 raise LookupError(f"no tracepoint {hook.target}")
@@ -292,7 +306,7 @@ class Program:
         """Attach; return the detach."""
         fn = hook.fn.encode()
         if hook.kind == "tracepoint":
-            tp = hook.target.encode()
+            tp = self._tracepoint(hook.target).encode()
             self.bpf.attach_tracepoint(tp=tp, fn_name=fn)
             return lambda: self.bpf.detach_tracepoint(tp=tp)
         if hook.kind == "raw_tracepoint":
