@@ -77,9 +77,20 @@ def test_requested_backend_attaches_and_counts_exactly(serve, tmp_path) -> None:
     lost = sum(v for n, _lb, v in samples(text) if n == "inotrace_events_lost_total")
     assert lost == 0
     assert proc.stop() == 0
-    mine = [json.loads(x) for x in log.read_text().splitlines() if f'"comm":"{comm}"' in x]
-    assert len(mine) == len(done["calls"])
-    assert {(r["syscall"], r["backend"]) for r in mine} == {(p, chosen[p]) for p in REQUIRED}
+    # The audit stream, record by record: the kprobe front end reads the
+    # arguments from the caller's saved registers, so they are checked too.
+    logged = [json.loads(x) for x in log.read_text().splitlines() if f'"comm":"{comm}"' in x]
+    mine = [r for r in logged if r["event"] == "syscall"]
+    assert len(mine) == len(done["calls"]), (len(mine), len(done["calls"]))
+    for rec, call in zip(mine, done["calls"], strict=True):
+        assert (rec["syscall"], rec["backend"], rec["pid"]) == (call["syscall"], chosen[call["syscall"]], done["pid"])
+        assert rec["ret"] == (call["ret"] if call["ret"] >= 0 else -call["errno"]), (rec, call)
+        want = {
+            "inotify_init1": {"flags": call.get("flags")},
+            "inotify_add_watch": {"fd": call.get("fd"), "pathname": call.get("path"), "mask": call.get("mask")},
+            "inotify_rm_watch": {"fd": call.get("fd"), "wd": call.get("wd")},
+        }[call["syscall"]]
+        assert {k: rec["args"].get(k) for k in want} == want, (rec, call)
 
 
 # Opens, counted at kprobes on the kernel's open path (the kprobe backend for
