@@ -3,9 +3,9 @@
     python3 kernels/matrix.py RESULTS_DIR
 
 Reads RESULTS_DIR/junit-<kernel>-<backend>.xml (written by pytest, in the VM
-or on the host) and RESULTS_DIR/status (the guest's progress log), prints the
-table, writes RESULTS_DIR/matrix.json, and exits 0 only when every planned
-cell ran and passed everything. Standard library only: it runs with the
+or on the host) and RESULTS_DIR/status* (the guest's and the host's progress
+logs), prints the table, writes RESULTS_DIR/matrix.json, and exits 0 only
+when every planned cell ran and passed everything. Standard library only: it runs with the
 distribution's python3, before or without the project's venv.
 """
 
@@ -53,11 +53,9 @@ def first_line(case: ET.Element, tag: str) -> str:
 
 
 def planned(status: Path) -> list[tuple[str, str, str]]:
-    """(kernel, backend, state) for every backend the guest started."""
+    """(kernel, backend, state) for every backend a status file says was started."""
     out: list[tuple[str, str, str]] = []
     kernel = "?"
-    if not status.exists():
-        return out
     for line in status.read_text().splitlines():
         parts = line.split()
         if parts[:1] == ["booted"] and len(parts) > 1:
@@ -81,7 +79,7 @@ def main(argv: list[str]) -> int:
             cells[(kernel, backend)] = read_cell(path)
         except (ET.ParseError, OSError) as e:
             cells[(kernel, backend)] = {"broken": f"unreadable junit file {path.name}: {e}"}
-    for kernel, backend, state in planned(results / "status"):
+    for kernel, backend, state in (p for status in sorted(results.glob("status*")) for p in planned(status)):
         if (kernel, backend) not in cells:
             why = "did not finish (timed out or crashed)" if state == "started" else "wrote no results"
             cells[(kernel, backend)] = {"broken": why}
