@@ -2,7 +2,7 @@
 VENV := .venv
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test run test lint unit bench
+.PHONY: setup setup-test run test lint unit bench test-kernels
 
 setup:
 	@scripts/setup.sh
@@ -28,3 +28,7 @@ lint: setup-test
 bench: setup-test
 	$(VENV)/bin/python bench/accounting.py
 	$(VENV)/bin/python bench/opens.py
+
+# Kernel-matrix lane: Debian's 6.1 (kprobes) in a VM, tests per backend (kernels/README.md).
+test-kernels: setup-test
+	@kernels/run

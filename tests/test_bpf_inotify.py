@@ -11,10 +11,12 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NOBODY, Running, assert_one_line_error, http_get, run_cli, run_workload, unique_comm
+from conftest import NOBODY, PROBES, Running, assert_one_line_error, http_get, run_cli, run_workload, unique_comm
 from inotrace.bpf_program import Program
 
 pytestmark = pytest.mark.bpf
+# what serve/trace attach with (the lane runs these tests with --probes kprobe too)
+BACKEND = "kprobe" if PROBES == "kprobe" else "tracepoint"
 
 # What tests/workloads/inotify_calls.py does (see its docstring).
 EXPECTED = {
@@ -56,7 +58,7 @@ def test_workload_counts_are_exact_over_http(serve) -> None:
     assert counts_for(text, comm) == EXPECTED
     attached = {(lb["probe"], lb["backend"]): v for n, lb, v in samples(text) if n == "inotrace_probe_attached"}
     for probe in ("inotify_init1", "inotify_add_watch", "inotify_rm_watch"):
-        assert attached[(probe, "tracepoint")] == 1
+        assert attached[(probe, BACKEND)] == 1
     lost = sum(v for n, _lb, v in samples(text) if n == "inotrace_events_lost_total")
     assert lost == 0
 
@@ -97,7 +99,7 @@ def test_trace_shows_exactly_the_workload_records() -> None:
         assert rec["syscall"] == call["syscall"]
         assert rec["comm"] == comm and rec["pid"] == done["pid"] and rec["tid"] == done["pid"]
         assert rec["uid"] == NOBODY and rec["euid"] == NOBODY
-        assert rec["origin"] == "user" and rec["backend"] == "tracepoint"
+        assert rec["origin"] == "user" and rec["backend"] == BACKEND
         assert rec["ret"] == (call["ret"] if call["ret"] >= 0 else -call["errno"])
         if call["ret"] < 0:
             assert rec["errno"] == {2: "ENOENT", 22: "EINVAL"}[call["errno"]]

@@ -192,7 +192,16 @@ class _Stop(Exception):
     pass
 
 
+# Once the main loop runs, a signal only asks it to stop after the batch in
+# hand, so every record already read reaches the sinks; before that (BPF
+# compile, attach) it interrupts at once.
+_loop = {"running": False, "stop": False}
+
+
 def _on_signal(_sig: int, _frame: FrameType | None) -> None:
+    if _loop["running"]:
+        _loop["stop"] = True
+        return
     raise _Stop
 
 
@@ -247,12 +256,17 @@ def _run_tracer(
         program.mark_usermode_helpers(usermode_helpers(args.procfs))
         tracer.seed()
         started(tracer)
-        while True:
+        _loop.update(running=True, stop=False)
+        while not _loop["stop"]:
             for rec in tracer.poll(POLL_MS):
                 sink(rec)
+        for rec in tracer.poll(0):  # what the ring still holds
+            sink(rec)
+        log.info("signal received, detaching probes")
     except _Stop:
         log.info("signal received, detaching probes")
     finally:
+        _loop["running"] = False
         if tracer is not None:
             tracer.close()
         program.close()
