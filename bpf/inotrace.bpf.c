@@ -302,23 +302,24 @@ static __always_inline int enter_call(__u32 syscall, __u32 backend, __s32 fd,
 	return 0;
 }
 
-static __always_inline void read_path(struct inotrace_inotify_rec *rec, __u64 uptr)
+/* Copy a user-supplied path at syscall exit (at entry the page may not be
+ * faulted in yet); flag a fault or a path cut at INOTRACE_PATH_LEN. */
+static __always_inline void read_user_path(char *dst, __u8 *rec_flags, __u64 uptr)
 {
 	long n;
 	char next = 0;
 
-	rec->rec_flags |= INOTRACE_F_HAS_PATH;
-	n = bpf_probe_read_user_str(rec->path, sizeof(rec->path), (void *)uptr);
+	*rec_flags |= INOTRACE_F_HAS_PATH;
+	n = bpf_probe_read_user_str(dst, INOTRACE_PATH_LEN, (void *)uptr);
 	if (n < 0) {
-		rec->path[0] = 0;
-		rec->rec_flags |= INOTRACE_F_PATH_FAULT;
+		dst[0] = 0;
+		*rec_flags |= INOTRACE_F_PATH_FAULT;
 		return;
 	}
 	/* A full buffer is ambiguous: look at the byte the copy had to drop. */
-	if (n == sizeof(rec->path) &&
-	    bpf_probe_read_user(&next, 1, (void *)(uptr + sizeof(rec->path) - 1)) == 0 &&
-	    next != 0)
-		rec->rec_flags |= INOTRACE_F_PATH_TRUNCATED;
+	if (n == INOTRACE_PATH_LEN &&
+	    bpf_probe_read_user(&next, 1, (void *)(uptr + INOTRACE_PATH_LEN - 1)) == 0 && next != 0)
+		*rec_flags |= INOTRACE_F_PATH_TRUNCATED;
 }
 
 static __always_inline void submit(void *rec)
@@ -389,7 +390,7 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	rec->path[0] = 0;
 	bpf_get_current_comm(&rec->comm, sizeof(rec->comm));
 	if (syscall == INOTRACE_SC_INOTIFY_ADD_WATCH)
-		read_path(rec, in.path);
+		read_user_path(rec->path, &rec->rec_flags, in.path);
 	/* init returns the new fd; add/rm name it. The kernel rejected a call
 	 * on a non-inotify fd, so private_data is a group only on success. */
 	rec->group = 0;
@@ -532,23 +533,6 @@ static __always_inline void count_open(struct inotrace_open_key *key)
 }
 
 #if STREAM_OPENS
-static __always_inline void read_user_path(char *dst, __u8 *rec_flags, __u64 uptr)
-{
-	long n;
-	char next = 0;
-
-	*rec_flags |= INOTRACE_F_HAS_PATH;
-	n = bpf_probe_read_user_str(dst, INOTRACE_PATH_LEN, (void *)uptr);
-	if (n < 0) {
-		dst[0] = 0;
-		*rec_flags |= INOTRACE_F_PATH_FAULT;
-		return;
-	}
-	if (n == INOTRACE_PATH_LEN &&
-	    bpf_probe_read_user(&next, 1, (void *)(uptr + INOTRACE_PATH_LEN - 1)) == 0 && next != 0)
-		*rec_flags |= INOTRACE_F_PATH_TRUNCATED;
-}
-
 static __always_inline struct inotrace_open_rec *open_rec(__u32 call, __s64 ret, __u16 origin, __u32 backend)
 {
 	struct inotrace_open_rec *rec = events.ringbuf_reserve(sizeof(*rec));

@@ -148,6 +148,30 @@ def lifetime_obj(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> dict[str,
     return obj
 
 
+def _call_obj(call: InotifyCall | OpenCall, clock: Clock, event: str, syscall: str, comm: str) -> dict[str, Any]:
+    """The fields every syscall record shares, in their order, up to errno."""
+    return {
+        "time": clock.iso(call.ts_ns),
+        "ts_ns": call.ts_ns,
+        "event": event,
+        "syscall": syscall,
+        "pid": call.tgid,
+        "tid": call.tid,
+        "ppid": call.ppid,
+        "uid": call.uid,
+        "euid": call.euid,
+        "comm": comm,
+        "cgroup_id": call.cgroup_id,
+        "args": {},
+        "ret": call.ret,
+        "errno": errno_name(call.errno) if call.errno else None,
+    }
+
+
+def _row(cells: Iterable[str], detail: str) -> str:
+    return " ".join(c.ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)) + " " + detail
+
+
 def open_obj(call: OpenCall, clock: Clock) -> dict[str, Any]:
     """An open: the kernel's view (ret, ids, origin) plus the caller's path, copied from its memory."""
     comm, comm_cut = escape(call.comm, COMM_LIMIT)
@@ -169,26 +193,12 @@ def open_obj(call: OpenCall, clock: Clock) -> dict[str, Any]:
             args["pathname_error"] = "EFAULT"
     if call.flags & 0o100:
         args["mode"] = call.mode
-    obj: dict[str, Any] = {
-        "time": clock.iso(call.ts_ns),
-        "ts_ns": call.ts_ns,
-        "event": "open",
-        "syscall": call.call.label,
-        "pid": call.tgid,
-        "tid": call.tid,
-        "ppid": call.ppid,
-        "uid": call.uid,
-        "euid": call.euid,
-        "comm": comm,
-        "cgroup_id": call.cgroup_id,
-        "args": args,
-        "ret": call.ret,
-        "errno": errno_name(call.errno) if call.errno else None,
-        "origin": call.origin.label,
-        "backend": call.backend.label,
-        "untrusted": untrusted,
-        "user_memory": user_memory,
-    }
+    obj = _call_obj(call, clock, "open", call.call.label, comm)
+    obj["args"] = args
+    obj["origin"] = call.origin.label
+    obj["backend"] = call.backend.label
+    obj["untrusted"] = untrusted
+    obj["user_memory"] = user_memory
     if truncated:
         obj["truncated"] = truncated
     return obj
@@ -206,8 +216,7 @@ def open_row(call: OpenCall, clock: Clock) -> str:
         obj["errno"] or str(call.ret),
         call.origin.label,
     )
-    detail = f"flags={'|'.join(obj['args']['flags_names'])} path={obj['args']['pathname']}"
-    return " ".join(c.ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)) + " " + detail
+    return _row(cells, f"flags={'|'.join(obj['args']['flags_names'])} path={obj['args']['pathname']}")
 
 
 def lifetime_row(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> str:
@@ -218,8 +227,9 @@ def lifetime_row(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> str:
         detail = f"watches={ev.watches}"
     else:
         detail = f"q_len={ev.q_len} max_events={ev.max_events}"
-    cells = (obj["time"][11:23], str(ev.pid), "-", str(ev.uid), obj["comm"], ev.kind.value, "-", obj["instance"])
-    return " ".join(c.ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)) + " " + detail
+    return _row(
+        (obj["time"][11:23], str(ev.pid), "-", str(ev.uid), obj["comm"], ev.kind.value, "-", obj["instance"]), detail
+    )
 
 
 def to_json_obj(call: InotifyCall, clock: Clock, ids: InstanceIds) -> dict[str, Any]:
@@ -250,27 +260,13 @@ def to_json_obj(call: InotifyCall, clock: Clock, ids: InstanceIds) -> dict[str, 
     elif call.syscall == Syscall.INOTIFY_RM_WATCH:
         args["fd"] = call.fd
         args["wd"] = call.wd
-    obj: dict[str, Any] = {
-        "time": clock.iso(call.ts_ns),
-        "ts_ns": call.ts_ns,
-        "event": "syscall",
-        "syscall": call.syscall.label,
-        "pid": call.tgid,
-        "tid": call.tid,
-        "ppid": call.ppid,
-        "uid": call.uid,
-        "euid": call.euid,
-        "comm": comm,
-        "cgroup_id": call.cgroup_id,
-        "args": args,
-        "ret": call.ret,
-        "errno": errno_name(call.errno) if call.errno else None,
-        "instance": ids(call.group),
-        "origin": call.origin.label,
-        "backend": call.backend.label,
-        "untrusted": untrusted,
-        "user_memory": user_memory,
-    }
+    obj = _call_obj(call, clock, "syscall", call.syscall.label, comm)
+    obj["args"] = args
+    obj["instance"] = ids(call.group)
+    obj["origin"] = call.origin.label
+    obj["backend"] = call.backend.label
+    obj["untrusted"] = untrusted
+    obj["user_memory"] = user_memory
     if call.limit is not None:
         obj["limit"] = _limit_obj(call.limit)
         untrusted.append("limit.top_holders.comm")
@@ -313,4 +309,4 @@ def table_row(call: InotifyCall, clock: Clock, ids: InstanceIds) -> str:
         ret,
         obj["instance"] or "-",
     )
-    return " ".join(c.ljust(w) for c, w in zip(cells, _WIDTHS, strict=True)) + " " + detail
+    return _row(cells, detail)

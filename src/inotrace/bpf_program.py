@@ -203,7 +203,9 @@ class Program:
         # BCC looks for tracefs under the real /sys whatever --path.sysfs says
         self.tracefs = tracefs.ensure_mounted("/sys")
         self.stream_opens = stream_opens
-        offsets.update(self._io_uring_offsets())
+        iou = self._io_uring_offsets()
+        self.has_io_uring = bool(iou)  # tracepoints present, with the fields the C reads
+        offsets.update(iou)
         self.syscall_prefix = self._syscall_prefix()
         wrapper = 0 if self.syscall_prefix == b"sys_" else 1
         self.cflags = [
@@ -282,7 +284,7 @@ class Program:
             fields = tracefs.format_fields(self.tracefs, category, event)
             if fields is None:
                 raise LookupError(f"no tracepoint {hook.target}")
-            if category == "io_uring" and "IOU_SUBMIT_REQ" not in self.cflags_defined():
+            if category == "io_uring" and not self.has_io_uring:
                 raise LookupError(f"tracepoint {hook.target} has an unexpected layout")
             if hook.layout:
                 bad = tracefs.check_syscall_layout(fields, enter=hook.layout == "enter")
@@ -298,9 +300,6 @@ class Program:
                 )
         elif not os.path.isdir(os.path.join(self.tracefs, "events", "task", hook.target)):
             raise LookupError(f"no raw tracepoint {hook.target}")
-
-    def cflags_defined(self) -> list[str]:
-        return [f[2:].split("=")[0] for f in self.cflags if f.startswith("-D")]
 
     def _attach_hook(self, hook: Hook) -> Callable[[], None]:
         """Attach; return the detach."""

@@ -222,6 +222,13 @@ def _cstr(raw: bytes) -> bytes:
     return raw.split(b"\0", 1)[0]
 
 
+def _path(r: InotifyRecC | OpenRecC) -> tuple[bytes | None, bool, bool]:
+    """(path or None, truncated, fault) of a record that may carry a user path."""
+    fault = bool(r.rec_flags & F_PATH_FAULT)
+    path = _cstr(bytes(r.path)) if r.rec_flags & F_HAS_PATH and not fault else None
+    return path, bool(r.rec_flags & F_PATH_TRUNCATED), fault
+
+
 @dataclass(frozen=True)
 class InotifyCall:
     """One completed inotify syscall, as seen by the kernel."""
@@ -302,8 +309,7 @@ def _decode_open(data: bytes) -> OpenCall:
         call, origin, backend = OpenCallKind(r.call), Origin(r.origin), Backend(r.backend)
     except ValueError as e:
         raise DecodeError(str(e)) from e
-    has_path = bool(r.rec_flags & F_HAS_PATH)
-    fault = bool(r.rec_flags & F_PATH_FAULT)
+    path, truncated, fault = _path(r)
     return OpenCall(
         ts_ns=r.ts_ns,
         call=call,
@@ -318,8 +324,8 @@ def _decode_open(data: bytes) -> OpenCall:
         dfd=r.dfd,
         flags=r.flags,
         mode=r.mode,
-        path=_cstr(bytes(r.path)) if has_path and not fault else None,
-        path_truncated=bool(r.rec_flags & F_PATH_TRUNCATED),
+        path=path,
+        path_truncated=truncated,
         path_fault=fault,
         origin=origin,
         backend=backend,
@@ -354,8 +360,7 @@ def decode(data: bytes) -> InotifyCall:
         backend = Backend(r.backend)
     except ValueError as e:
         raise DecodeError(str(e)) from e
-    has_path = bool(r.rec_flags & F_HAS_PATH)
-    fault = bool(r.rec_flags & F_PATH_FAULT)
+    path, truncated, fault = _path(r)
     return InotifyCall(
         ts_ns=r.ts_ns,
         syscall=syscall,
@@ -371,8 +376,8 @@ def decode(data: bytes) -> InotifyCall:
         flags=r.flags,
         mask=r.mask,
         wd=r.wd,
-        path=_cstr(bytes(r.path)) if has_path and not fault else None,
-        path_truncated=bool(r.rec_flags & F_PATH_TRUNCATED),
+        path=path,
+        path_truncated=truncated,
         path_fault=fault,
         group=r.group,
         origin=origin,

@@ -72,18 +72,14 @@ class Tracer:
         procfs: str = "/proc",
         reconcile_interval: float = 30.0,
         max_instances: int = 1 << 20,
-        account: bool = True,
         sample_interval: float = 1.0,
     ) -> None:
-        """account=False: follow calls only, no model, no fdinfo reads.
-
-        Every sample_interval the model is compared with the kernel (cheap:
+        """Every sample_interval the model is compared with the kernel (cheap:
         one iterator run; fdinfo only for users whose counts differ), which
         is when instance ends, kernel-removed watches and queue overflows
         are found; every reconcile_interval all watches are re-read.
         """
         self.program = program
-        self.account = account
         self.procfs = procfs
         self.records = 0
         self.invalid = 0
@@ -123,8 +119,6 @@ class Tracer:
         """Main loop step: new calls (applied to the model), then what reconciling found."""
         calls = self._backlog + self._drain(timeout_ms)
         self._backlog = []
-        if not self.account:
-            return list(calls)
         with self.lock:
             calls = self._apply(calls)
         now = time.monotonic()
@@ -220,8 +214,6 @@ class Tracer:
 
     def seed(self) -> None:
         """Probes are attached: take the kernel's state, then follow events."""
-        if not self.account:
-            return
         with self.lock:
             self._reconcile(full=True, seeding=True)
 
