@@ -106,8 +106,7 @@ class Running:
         return self.proc.returncode
 
 
-@pytest.fixture
-def serve() -> Iterator[callable]:
+def _serving() -> Iterator[callable]:
     started: list[Running] = []
 
     def start(*extra: str) -> tuple[Running, str]:
@@ -121,6 +120,18 @@ def serve() -> Iterator[callable]:
     for r in started:
         code = r.stop()
         assert code == 0, f"serve exited {code}: {r.err_text()}"
+
+
+@pytest.fixture
+def serve() -> Iterator[callable]:
+    yield from _serving()
+
+
+@pytest.fixture(scope="module")
+def serve_module() -> Iterator[callable]:
+    """One exporter for a whole file: it must stay exact across every test's
+    workload, as on a real host (and each start costs ~20 s under emulation)."""
+    yield from _serving()
 
 
 def http_get(url: str) -> tuple[int, str]:

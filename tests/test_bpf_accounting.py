@@ -86,11 +86,27 @@ def assert_exact(url: str, attempts: int = 20) -> dict[str, float]:
     raise AssertionError(f"exporter != ground truth: {last}")
 
 
-@pytest.fixture
-def exporter(serve) -> str:
+@pytest.fixture(scope="module")
+def shared(serve_module, tmp_path_factory) -> tuple[Running, str, Path]:
     assert groundtruth.kcmp_works()
-    _proc, url = serve("--top-processes=100000")
+    log = tmp_path_factory.mktemp("acct") / "events.jsonl"
+    proc, url = serve_module("--top-processes=100000", f"--log-events={log}")
+    return proc, url, log
+
+
+@pytest.fixture
+def exporter(shared: tuple[Running, str, Path]) -> str:
+    """The file's one exporter, still running: each test's workload adds to
+    what it has already seen, as on a real host, and it must stay exact."""
+    proc, url, _log = shared
+    assert proc.proc.poll() is None, f"the shared exporter died: {proc.err_text()}"
     return url
+
+
+@pytest.fixture
+def events_log(shared: tuple[Running, str, Path]) -> Path:
+    """The shared exporter's --log-events file (tests select their own pids)."""
+    return shared[2]
 
 
 @pytest.fixture
@@ -229,9 +245,8 @@ def log_records(path: Path, **match: object) -> list[dict]:
     return [r for r in recs if all(r.get(k) == v for k, v in match.items())]
 
 
-def test_watch_limit_hit(serve, workdir: Path) -> None:
-    log = workdir / "events.jsonl"
-    _proc, exporter = serve("--top-processes=100000", f"--log-events={log}")
+def test_watch_limit_hit(exporter: str, events_log: Path, workdir: Path) -> None:
+    log = events_log
     path = Path("/proc/sys/fs/inotify/max_user_watches")
     saved = path.read_text()
     os.chmod(workdir, 0o777)
@@ -268,9 +283,13 @@ def wait_for(what: Callable[[], object], timeout: float = 10) -> object:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_queue_overflow_of_a_stalled_consumer(serve, workdir: Path) -> None:
-    """inotifywait stops reading (SIGSTOP) while events pour in: twice, two overflows."""
-    log = workdir / "events.jsonl"
+def test_queue_overflow_of_a_stalled_consumer(exporter: str, events_log: Path, workdir: Path) -> None:
+    """inotifywait stops reading (SIGSTOP) while events pour in: twice, two overflows.
+
+    The stall lasts until a scrape has seen it, and every scrape samples the
+    queues, so the default --sample-interval is enough here."""
+    log = events_log
+    url = exporter
     path = Path("/proc/sys/fs/inotify/max_queued_events")
     saved = path.read_text()
     watched = workdir / "w"
@@ -278,7 +297,6 @@ def test_queue_overflow_of_a_stalled_consumer(serve, workdir: Path) -> None:
     consumer = None
     try:
         path.write_text("64\n")  # copied into each instance at creation
-        _proc, url = serve("--top-processes=100000", "--sample-interval=0.05", f"--log-events={log}")
         consumer = subprocess.Popen(
             ["inotifywait", "-m", "-e", "create,delete", str(watched)],
             stdout=subprocess.PIPE,
@@ -292,8 +310,13 @@ def test_queue_overflow_of_a_stalled_consumer(serve, workdir: Path) -> None:
         def depth() -> float | None:
             return metric_value(url, "inotrace_process_inotify_queue_depth", pid=str(consumer.pid), **who)
 
-        def overflows() -> float:
+        def total() -> float:
             return metric_value(url, "inotrace_inotify_queue_overflows_total", **who) or 0
+
+        before = total()  # the shared exporter has seen other root inotifywaits
+
+        def overflows() -> float:
+            return total() - before
 
         for episode, op in ((1, "touch"), (2, "unlink")):
             os.kill(consumer.pid, signal.SIGSTOP)

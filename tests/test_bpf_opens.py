@@ -44,6 +44,20 @@ def eventually(check: Callable[[], object], timeout: float = 10) -> None:
             time.sleep(0.1)
 
 
+@pytest.fixture(scope="module")
+def shared(serve_module) -> tuple[Running, str]:
+    return serve_module()
+
+
+@pytest.fixture
+def url(shared: tuple[Running, str]) -> str:
+    """The file's one exporter: every test counts its own unique comm, so
+    counters the others added cannot leak into its exact comparisons."""
+    proc, address = shared
+    assert proc.proc.poll() is None, f"the shared exporter died: {proc.err_text()}"
+    return address
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="inotrace-opens-"))
@@ -57,8 +71,7 @@ def build(source: str, out: Path, *flags: str) -> Path:
     return out
 
 
-def test_opens_are_counted_exactly_and_streamed(serve, workdir: Path) -> None:
-    _proc, url = serve()
+def test_opens_are_counted_exactly_and_streamed(url: str, workdir: Path) -> None:
     comm = unique_comm("op")
     tr = Running(["trace", "--opens", f"--comm={comm}"])
     try:
@@ -114,8 +127,7 @@ def test_opens_are_counted_exactly_and_streamed(serve, workdir: Path) -> None:
     assert sum(1 for r in recs if r["errno"] == "EACCES" and r["args"]["pathname"] == "/etc/shadow") == 2
 
 
-def test_io_uring_opens_inline_and_by_a_worker(serve, workdir: Path) -> None:
-    _proc, url = serve()
+def test_io_uring_opens_inline_and_by_a_worker(url: str, workdir: Path) -> None:
     prog = build("iou_open.c", workdir / "iou_open", "-luring")
     (workdir / "file").write_text("x")
     comm = unique_comm("iou")
@@ -134,9 +146,8 @@ def test_io_uring_opens_inline_and_by_a_worker(serve, workdir: Path) -> None:
     eventually(counted)
 
 
-def test_usermode_helper_origin(serve, workdir: Path) -> None:
+def test_usermode_helper_origin(url: str, workdir: Path) -> None:
     """A core_pattern pipe helper, really started by the kernel, is tagged usermode_helper."""
-    _proc, url = serve()
     name = unique_comm("umh")
     marker = workdir / "helper-ran"
     helper = build("umh_helper.c", workdir / name, "-static", f'-DMARKER="{marker}"')

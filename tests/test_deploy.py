@@ -26,8 +26,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import NOBODY, ROOT, free_port
+from inotrace import DEFAULT_PORT
 from inotrace.cli import build_parser
-from inotrace.exporter import DEFAULT_PORT
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"

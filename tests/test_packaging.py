@@ -36,3 +36,19 @@ def test_source_found_through_package_resources() -> None:
     src, include = source_text()
     assert '#include "inotrace.h"' in src
     assert include.endswith("bpf")
+
+
+def test_snapshot_and_trace_do_not_load_prometheus_client() -> None:
+    """`snapshot` runs in a second; only `serve` needs prometheus_client's HTTP side.
+
+    Measured in the kernel lane's emulated guest: importing the exporter cost
+    2-3 s per command, and the accounting tests run `snapshot` after every step.
+    """
+    code = (
+        "import sys\n"
+        "from inotrace import cli, snapshot, tracer\n"
+        "cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prometheus_client', 'wsgiref', 'bcc')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

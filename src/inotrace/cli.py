@@ -17,9 +17,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from . import __version__
+from . import DEFAULT_LISTEN, __version__
 from .errors import InotraceError
-from .exporter import DEFAULT_LISTEN
 
 if TYPE_CHECKING:
     from .tracer import Record, Tracer
@@ -289,6 +288,7 @@ def _container_labels(args: argparse.Namespace) -> Callable[[int], tuple[str, st
 def cmd_serve(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
+    from . import sources  # noqa: PLC0415
     from .audit import Formatter  # noqa: PLC0415
     from .exporter import Exporter  # noqa: PLC0415
     from .labels import LabelCap  # noqa: PLC0415
@@ -307,10 +307,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         registry.register(
             InotraceCollector(
                 {
-                    "inotify_calls": tracer.calls_source(comms),
-                    "opens": tracer.opens_source(comms),
-                    "accounting": tracer.accounting_source(comms, args.top_processes, container_of),
-                    "exporter": tracer.self_source,
+                    "inotify_calls": sources.calls(tracer, comms),
+                    "opens": sources.opens(tracer, comms),
+                    "accounting": sources.accounting(tracer, comms, args.top_processes, container_of),
+                    "exporter": sources.exporter(tracer),
                 }
             )
         )

@@ -17,9 +17,6 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from . import __version__
 from .errors import InotraceError
 
-DEFAULT_PORT = 9842
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
-
 
 def parse_listen_address(value: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` (all interfaces, said explicitly)."""

@@ -13,25 +13,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from prometheus_client.core import Metric
-
 from . import fdinfo, selftest
 from .accounting import Accounting
 from .bpf_program import Program
 from .errors import InotraceError
-from .labels import LabelCap
 from .lifetime import Lifetime, LifetimeEvent, LimitHit
-from .metrics import (
-    CallCount,
-    Limits,
-    OpenCount,
-    ProbeRow,
-    render_accounting,
-    render_calls,
-    render_opens,
-    render_self,
-)
-from .records import DecodeError, InotifyCall, LostReason, OpenCall, Syscall, decode_any, decode_instances
+from .records import DecodeError, InotifyCall, OpenCall, Syscall, decode_any, decode_instances
 from .untrusted import escape_text
 
 log = logging.getLogger(__name__)
@@ -43,13 +30,18 @@ Sink = Callable[[Record], None]
 # record's used/limit tell the two apart).
 LIMIT_ERRNOS = {errno.ENOSPC: "watches", errno.EMFILE: "instances"}
 TOP_HOLDERS = 5
+# A limit failure samples the kernel first (at most this often): holders that
+# exited since the last sample would otherwise still count in `used` and
+# top_holders. Rate-limited because a client retrying at its limit can fail
+# thousands of times a second.
+LIMIT_SAMPLE_S = 0.1
 
 SELFTEST_TIMEOUT_S = 5.0
 NOBODY = 65534
 SYNC_TIMEOUT_S = 5.0
 
 
-def _user_ns_inode(procfs: str) -> int:
+def user_ns_inode(procfs: str) -> int:
     try:
         link = os.readlink(f"{procfs}/self/ns/user")  # "user:[4026531837]"
         return int(link[link.index("[") + 1 : -1])
@@ -92,9 +84,10 @@ class Tracer:
         self._next_full = 0.0
         self._sample_interval = sample_interval
         self._next_sample = 0.0
+        self._limit_sampled = 0.0
         self._lost_seen = 0
         self._comms: dict[int, bytes] = {}  # raw, as the process set it
-        self._own_user_ns = _user_ns_inode(procfs)
+        self._own_user_ns = user_ns_inode(procfs)
         self.overflows: dict[tuple[bytes, int], int] = {}  # (owner comm, uid) -> episodes
         self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fdinfo")
         program.open_ring(self._raw.append)
@@ -135,7 +128,8 @@ class Tracer:
         return [*calls, *events]
 
     def _apply(self, calls: list[InotifyCall | OpenCall]) -> list[InotifyCall | OpenCall]:
-        """Apply calls in order; a limit failure carries the model's state at that point."""
+        """Apply calls in order; a limit failure carries the model's state at that
+        point, sampled from the kernel first (see LIMIT_SAMPLE_S)."""
         out: list[InotifyCall | OpenCall] = []
         hits: dict[tuple[str, int], LimitHit] = {}  # a storm of failures: one look per user per batch
         for call in calls:
@@ -147,6 +141,10 @@ class Tracer:
             if resource and (call.syscall == Syscall.INOTIFY_ADD_WATCH) == (resource == "watches"):
                 key = (resource, call.euid)
                 if key not in hits:
+                    now = time.monotonic()
+                    if now - self._limit_sampled >= LIMIT_SAMPLE_S:
+                        self._limit_sampled = now
+                        self._reconcile()
                     hits[key] = self._limit_hit(resource, call.euid)
                 out.append(replace(call, limit=hits[key]))
                 continue
@@ -259,60 +257,12 @@ class Tracer:
             )
         log.info("self-test passed: BPF reads of pid/ppid/uid/euid/comm/instance match /proc")
 
-    # -- metric sources ------------------------------------------------------
-
-    def calls_source(self, comms: LabelCap) -> Callable[[], list[Metric]]:
-        def collect() -> list[Metric]:
-            rows = [CallCount.from_key(k, v) for k, v in self.program.read_counts()]
-            return render_calls(rows, comms)
-
-        return collect
-
-    def opens_source(self, comms: LabelCap) -> Callable[[], list[Metric]]:
-        def collect() -> list[Metric]:
-            return render_opens([OpenCount.from_key(k, v) for k, v in self.program.read_open_counts()], comms)
-
-        return collect
+    def comm_of(self, tgid: int) -> str:
+        """The escaped comm of a process the model holds (cached until it exits)."""
+        return escape_text(self._comm_raw(tgid), 64)
 
     def _comm_raw(self, tgid: int) -> bytes:
         comm = self._comms.get(tgid)
         if comm is None:
             comm = self._comms[tgid] = fdinfo.read_comm(self.procfs, tgid) or b""
         return comm
-
-    def _comm_of(self, tgid: int) -> str:
-        return escape_text(self._comm_raw(tgid), 64)
-
-    def accounting_source(
-        self, comms: LabelCap, top_n: int, container_of: Callable[[int], tuple[str, str]] | None = None
-    ) -> Callable[[], list[Metric]]:
-        def collect() -> list[Metric]:
-            self.sync()
-            sysctl = fdinfo.read_inotify_limits(self.procfs)
-            limits = Limits(
-                user_ns=_user_ns_inode(self.procfs),
-                max_user_instances=sysctl["max_user_instances"] or 0,
-                max_user_watches=sysctl["max_user_watches"] or 0,
-                max_queued_events=sysctl["max_queued_events"] or 0,
-            )
-            with self.lock:
-                overflows = [(escape_text(c, 64), uid, n) for (c, uid), n in self.overflows.items()]
-                return render_accounting(
-                    self.accounting, comms, self._comm_of, top_n, limits, overflows=overflows, container_of=container_of
-                )
-
-        return collect
-
-    def self_source(self) -> list[Metric]:
-        probes = []
-        for status in self.program.probes:
-            for backend, err in status.tried.items():
-                if status.absent:
-                    continue
-                probes.append(ProbeRow(status.probe, backend, err is None))
-        lost = {LostReason(i).label: v for i, v in enumerate(self.program.read_lost())}
-        entries = {
-            name: (len(self.program.bpf[name.encode()]), self.program.map_capacity(name))
-            for name in ("counts", "inflight", "open_counts", "iou_opens")
-        }
-        return render_self(probes, lost, self.records, self.invalid, entries)

@@ -1,0 +1,82 @@
+"""The metric sources `serve` registers: each reads a running Tracer (BPF maps,
+the live model) at scrape time and renders fresh families. Maps are never
+cleared. Kept apart from the tracer so that `trace` never imports
+prometheus_client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client.core import Metric
+
+from . import fdinfo
+from .labels import LabelCap
+from .metrics import (
+    CallCount,
+    Limits,
+    OpenCount,
+    ProbeRow,
+    Source,
+    render_accounting,
+    render_calls,
+    render_opens,
+    render_self,
+)
+from .records import LostReason
+from .tracer import Tracer, user_ns_inode
+from .untrusted import escape_text
+
+# BPF maps whose fill `inotrace_bpf_map_entries` shows against their capacity.
+WATCHED_MAPS = ("counts", "inflight", "open_counts", "iou_opens")
+
+
+def calls(tracer: Tracer, comms: LabelCap) -> Source:
+    def collect() -> list[Metric]:
+        rows = [CallCount.from_key(k, v) for k, v in tracer.program.read_counts()]
+        return render_calls(rows, comms)
+
+    return collect
+
+
+def opens(tracer: Tracer, comms: LabelCap) -> Source:
+    def collect() -> list[Metric]:
+        return render_opens([OpenCount.from_key(k, v) for k, v in tracer.program.read_open_counts()], comms)
+
+    return collect
+
+
+def accounting(
+    tracer: Tracer, comms: LabelCap, top_n: int, container_of: Callable[[int], tuple[str, str]] | None = None
+) -> Source:
+    def collect() -> list[Metric]:
+        tracer.sync()
+        sysctl = fdinfo.read_inotify_limits(tracer.procfs)
+        limits = Limits(
+            user_ns=user_ns_inode(tracer.procfs),
+            max_user_instances=sysctl["max_user_instances"] or 0,
+            max_user_watches=sysctl["max_user_watches"] or 0,
+            max_queued_events=sysctl["max_queued_events"] or 0,
+        )
+        with tracer.lock:
+            overflows = [(escape_text(c, 64), uid, n) for (c, uid), n in tracer.overflows.items()]
+            return render_accounting(
+                tracer.accounting, comms, tracer.comm_of, top_n, limits, overflows=overflows, container_of=container_of
+            )
+
+    return collect
+
+
+def exporter(tracer: Tracer) -> Source:
+    def collect() -> list[Metric]:
+        program = tracer.program
+        probes = [
+            ProbeRow(status.probe, backend, err is None)
+            for status in program.probes
+            if not status.absent
+            for backend, err in status.tried.items()
+        ]
+        lost = {LostReason(i).label: v for i, v in enumerate(program.read_lost())}
+        entries = {name: (len(program.bpf[name.encode()]), program.map_capacity(name)) for name in WATCHED_MAPS}
+        return render_self(probes, lost, tracer.records, tracer.invalid, entries)
+
+    return collect
