@@ -38,6 +38,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def kernel_has_kprobes() -> bool:
+    """CONFIG_KPROBES, read from the kernel's own symbol table (no tracefs needed)."""
+    with open("/proc/kallsyms") as f:
+        return any(line.rstrip().endswith(" register_kprobe") for line in f)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

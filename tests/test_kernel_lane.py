@@ -14,18 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NOBODY, PROBES, assert_one_line_error, http_get, run_cli, run_workload, unique_comm
+from conftest import (
+    NOBODY,
+    PROBES,
+    assert_one_line_error,
+    http_get,
+    kernel_has_kprobes,
+    run_cli,
+    run_workload,
+    unique_comm,
+)
 from test_bpf_inotify import EXPECTED, counts_for, samples
 
 pytestmark = pytest.mark.bpf
 
 REQUIRED = ("inotify_init1", "inotify_add_watch", "inotify_rm_watch")
-
-
-def kernel_has_kprobes() -> bool:
-    """CONFIG_KPROBES, read from the kernel's own symbol table (no tracefs needed)."""
-    with open("/proc/kallsyms") as f:
-        return any(line.rstrip().endswith(" register_kprobe") for line in f)
 
 
 def tracefs_dir() -> Path:
