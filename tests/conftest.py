@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -100,16 +101,27 @@ class Running:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {needle!r}: {self.err_text()}")
 
+    def assert_alive(self) -> None:
+        """For a process shared by several tests: still running?"""
+        assert self.proc.poll() is None, f"inotrace exited {self.proc.returncode}: {self.err_text()}"
+
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.stderr.close()
         return self.proc.returncode
+
+
+def terminate(proc: subprocess.Popen, group: bool = False, timeout: float = 30) -> int:
+    """SIGTERM (to its process group with `group`), SIGKILL after `timeout` s; the exit status."""
+    if proc.poll() is None:
+        send = functools.partial(os.killpg, proc.pid) if group else proc.send_signal
+        send(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            send(signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
 
 
 def _serving() -> Iterator[callable]:

@@ -99,7 +99,7 @@ def exporter(shared: tuple[Running, str, Path]) -> str:
     """The file's one exporter, still running: each test's workload adds to
     what it has already seen, as on a real host, and it must stay exact."""
     proc, url, _log = shared
-    assert proc.proc.poll() is None, f"the shared exporter died: {proc.err_text()}"
+    proc.assert_alive()
     return url
 
 

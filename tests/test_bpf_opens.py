@@ -54,7 +54,7 @@ def url(shared: tuple[Running, str]) -> str:
     """The file's one exporter: every test counts its own unique comm, so
     counters the others added cannot leak into its exact comparisons."""
     proc, address = shared
-    assert proc.proc.poll() is None, f"the shared exporter died: {proc.err_text()}"
+    proc.assert_alive()
     return address
 
 

@@ -11,7 +11,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import NOBODY, ROOT, free_port
+from conftest import NOBODY, ROOT, free_port, terminate
 from inotrace import DEFAULT_PORT
 from inotrace.cli import build_parser
 
@@ -409,13 +408,7 @@ def _run_serve(shell_setup: str, argv: list[str], env: dict[str, str], port: int
             assert _scrape(f"http://127.0.0.1:{port}/-/ready").strip() == "ready"
             return None, err(), _scrape(f"http://127.0.0.1:{port}/metrics")
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            terminate(proc, group=True)
 
 
 def _value(metrics: str, name: str, **labels: str) -> float | None:

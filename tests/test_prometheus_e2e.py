@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from conftest import WORKLOADS, free_port, http_get, run_workload, unique_comm
+from conftest import WORKLOADS, free_port, http_get, run_workload, terminate, unique_comm
 from test_dashboards import UIDS, dashboard_exprs, label_values, load, targets, variable_queries
 from test_rules import RULES, alerts, rule_exprs, rule_key
 
@@ -129,13 +129,7 @@ class Prometheus:
         return [s for s in data["result"] if s["values"]]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()
 
 
