@@ -26,7 +26,7 @@
 	!defined(OFF_FDTABLE_MAX_FDS) || !defined(OFF_FDTABLE_FD) || \
 	!defined(OFF_FILE_PRIVATE_DATA) || !defined(OFF_FILE_F_OP) || \
 	!defined(OFF_GROUP_Q_LEN) || !defined(OFF_GROUP_MAX_EVENTS) || \
-	!defined(OFF_GROUP_UCOUNTS) || !defined(OFF_UCOUNTS_NS) ||    \
+	!defined(OFF_GROUP_UCOUNTS) || !defined(OFF_GROUP_IDR_NEXT) || !defined(OFF_UCOUNTS_NS) ||    \
 	!defined(OFF_UCOUNTS_UID) || !defined(OFF_UCOUNTS_UCOUNT) ||   \
 	!defined(UCOUNT_ELEM_SIZE) || !defined(UCOUNT_INOTIFY_INSTANCES) || \
 	!defined(UCOUNT_INOTIFY_WATCHES) || !defined(OFF_USER_NS_INUM) || \
@@ -48,6 +48,16 @@
  * kernel-notes §6); batching keeps a storm of add_watch calls cheap. */
 #ifndef WAKEUP_EVERY
 #define WAKEUP_EVERY 32
+#endif
+/* Instances the kernel side keeps state for (16384 x ~100 bytes, preallocated):
+ * far more than hosts have (max_user_instances is 128 by default). */
+#ifndef GROUPS_MAX
+#define GROUPS_MAX 16384
+#endif
+/* Overlapping add_watch calls on one instance whose new wd must be checked
+ * against a sibling's: an entry matters only while both calls run. */
+#ifndef OVERLAP_MAX
+#define OVERLAP_MAX 16384
 #endif
 #ifndef OPEN_COUNTS_MAX
 #define OPEN_COUNTS_MAX 16384
@@ -83,12 +93,16 @@
 /* Arguments saved at entry, completed at exit (keyed by thread). */
 struct inflight {
 	__u64 path; /* user pointer, read at exit: at entry the page may not be faulted in */
+	__u64 group; /* add/rm: the instance behind fd at entry (0: not an inotify fd) */
+	__u64 calls; /* add/rm: the group's `calls` before this call entered */
 	__s32 fd;
 	__u32 flags;
 	__u32 mask;
 	__s32 wd;
 	__u32 syscall;
 	__u32 backend;
+	__u32 idr_next; /* add: the group's next wd at entry; any wd >= it is new */
+	__u32 overlap;  /* add/rm: another call on the group was in flight at entry */
 };
 
 /* Syscall tracepoint records: stable since the syscall tracepoints exist.
@@ -108,6 +122,16 @@ struct sc_exit_ctx {
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* Records are built here and sent with only the path bytes they use. */
+BPF_PERCPU_ARRAY(scratch, struct inotrace_inotify_rec, 1);
+BPF_PERCPU_ARRAY(open_scratch, struct inotrace_open_rec, 1);
+BPF_HASH(gstate, __u64, struct inotrace_group_state, GROUPS_MAX);
+struct wd_key {
+	__u64 group;
+	__s64 wd;
+};
+/* LRU: an entry is only needed while the overlapping calls run (microseconds). */
+BPF_TABLE("lru_hash", struct wd_key, __u8, overlap_new, OVERLAP_MAX);
 BPF_HASH(inflight, __u64, struct inflight, INFLIGHT_MAX);
 BPF_HASH(counts, struct inotrace_count_key, __u64, COUNTS_MAX);
 BPF_PERCPU_ARRAY(lost, __u64, INOTRACE_LOST__MAX);
@@ -283,6 +307,51 @@ static __always_inline void count_call(__u32 syscall, __s64 ret, __u32 euid, __u
 		count_lost(INOTRACE_LOST_COUNTS);
 }
 
+static __always_inline int is_inotify_file(void *file)
+{
+	__u32 zero = 0;
+	__u64 *fops = inotify_fops.lookup(&zero);
+
+	return file && fops && *fops && (__u64)read_ptr(file, OFF_FILE_F_OP) == *fops;
+}
+
+/* add_watch/rm_watch entry: find the instance and note what its exit needs
+ * to classify the call without any record (see struct inotrace_group_state).
+ * Order matters: `calls` is read before it is bumped (an entrant racing that
+ * read bumps it too, so both exits see it moved); idr_next is read last, so
+ * a call that finished before it was read allocated below it. Plain atomic
+ * adds only (no fetch): they exist on every kernel with BPF ring buffers. */
+static __always_inline void track_enter(struct inflight *in)
+{
+	void *file = fd_to_file((void *)bpf_get_current_task(), in->fd);
+	struct inotrace_group_state fresh = {}, *st;
+	__u64 group;
+
+	if (!is_inotify_file(file))
+		return; /* the kernel will fail the call (EBADF/EINVAL) */
+	group = (__u64)read_ptr(file, OFF_FILE_PRIVATE_DATA);
+	if (!group)
+		return;
+	st = gstate.lookup(&group);
+	if (!st) {
+		/* an instance older than the probes: its first traced call */
+		bpf_probe_read_kernel(&fresh.floor, sizeof(fresh.floor), (void *)group + OFF_GROUP_IDR_NEXT);
+		fresh.gen = bpf_ktime_get_ns();
+		gstate.insert(&group, &fresh); /* NOEXIST: a racing first call's entry wins */
+		st = gstate.lookup(&group);
+		if (!st) {
+			count_lost(INOTRACE_LOST_GROUPS);
+			return;
+		}
+	}
+	in->group = group;
+	in->calls = st->calls;
+	__sync_fetch_and_add(&st->calls, 1);
+	__sync_fetch_and_add(&st->inflight, 1);
+	in->overlap = st->inflight > 1;
+	bpf_probe_read_kernel(&in->idr_next, sizeof(in->idr_next), (void *)group + OFF_GROUP_IDR_NEXT);
+}
+
 static __always_inline int enter_call(__u32 syscall, __u32 backend, __s32 fd,
 				      __u64 path, __u32 flags, __u32 mask, __s32 wd)
 {
@@ -297,41 +366,92 @@ static __always_inline int enter_call(__u32 syscall, __u32 backend, __s32 fd,
 		.backend = backend,
 	};
 
+	if (syscall == INOTRACE_SC_INOTIFY_ADD_WATCH || syscall == INOTRACE_SC_INOTIFY_RM_WATCH)
+		track_enter(&in);
 	if (inflight.update(&id, &in))
 		count_lost(INOTRACE_LOST_INFLIGHT);
 	return 0;
 }
 
+/* add_watch/rm_watch exit: update the instance's counts. Returns 1 when
+ * add_watch made a new watch. */
+static __always_inline int track_exit(struct inflight *in, __s64 ret)
+{
+	struct inotrace_group_state *st = gstate.lookup(&in->group);
+	struct wd_key key = { .group = in->group, .wd = ret };
+	__u8 one = 1;
+	int overlap, is_new;
+
+	if (!st)
+		return 0;
+	__sync_fetch_and_add(&st->inflight, -1);
+	overlap = in->overlap || st->calls != in->calls + 1;
+	if (ret < 0)
+		return 0;
+	if (in->syscall == INOTRACE_SC_INOTIFY_RM_WATCH) {
+		if (in->wd < st->floor)
+			__sync_fetch_and_add(&st->pre_removed, 1);
+		else
+			__sync_fetch_and_add(&st->removed, 1);
+		return 0;
+	}
+	/* every wd allocated during this call is >= idr_next at its entry */
+	is_new = (__u64)ret >= in->idr_next;
+	/* ...unless an overlapping call on the same inode got the same wd */
+	if (is_new && overlap && overlap_new.insert(&key, &one))
+		is_new = 0;
+	if (is_new)
+		__sync_fetch_and_add(&st->added, 1);
+	return is_new;
+}
+
 /* Copy a user-supplied path at syscall exit (at entry the page may not be
- * faulted in yet); flag a fault or a path cut at INOTRACE_PATH_LEN. */
-static __always_inline void read_user_path(char *dst, __u8 *rec_flags, __u64 uptr)
+ * faulted in yet); flag a fault or a path cut at INOTRACE_PATH_LEN. Returns
+ * the bytes copied, NUL included (0 on a fault). */
+static __always_inline __u32 read_user_path(char *dst, __u8 *rec_flags, __u64 uptr)
 {
 	long n;
 	char next = 0;
 
 	*rec_flags |= INOTRACE_F_HAS_PATH;
 	n = bpf_probe_read_user_str(dst, INOTRACE_PATH_LEN, (void *)uptr);
-	if (n < 0) {
+	if (n <= 0) {
 		dst[0] = 0;
 		*rec_flags |= INOTRACE_F_PATH_FAULT;
-		return;
+		return 0;
 	}
 	/* A full buffer is ambiguous: look at the byte the copy had to drop. */
 	if (n == INOTRACE_PATH_LEN &&
 	    bpf_probe_read_user(&next, 1, (void *)(uptr + INOTRACE_PATH_LEN - 1)) == 0 && next != 0)
 		*rec_flags |= INOTRACE_F_PATH_TRUNCATED;
+	return n > INOTRACE_PATH_LEN ? INOTRACE_PATH_LEN : (__u32)n;
 }
 
-static __always_inline void submit(void *rec)
+/* Send a record built in scratch space with `path_len` of its path bytes,
+ * rounded up to a quarter of INOTRACE_PATH_LEN: a constant size per branch
+ * is what every verifier accepts for bpf_ringbuf_output. */
+static __always_inline void submit(void *rec, __u64 fixed, __u64 path_len)
 {
 	__u32 zero = 0, *n = wakeups.lookup(&zero);
 	__u64 flags = BPF_RB_NO_WAKEUP;
+	long err;
 
 	if (n && ++(*n) >= WAKEUP_EVERY) {
 		*n = 0;
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
-	events.ringbuf_submit(rec, flags);
+	if (path_len == 0)
+		err = events.ringbuf_output(rec, fixed, flags);
+	else if (path_len <= INOTRACE_PATH_LEN / 4)
+		err = events.ringbuf_output(rec, fixed + INOTRACE_PATH_LEN / 4, flags);
+	else if (path_len <= INOTRACE_PATH_LEN / 2)
+		err = events.ringbuf_output(rec, fixed + INOTRACE_PATH_LEN / 2, flags);
+	else if (path_len <= INOTRACE_PATH_LEN * 3 / 4)
+		err = events.ringbuf_output(rec, fixed + INOTRACE_PATH_LEN * 3 / 4, flags);
+	else
+		err = events.ringbuf_output(rec, fixed + INOTRACE_PATH_LEN, flags);
+	if (err)
+		count_lost(INOTRACE_LOST_RINGBUF);
 }
 
 static __always_inline void learn_inotify_fops(void *file)
@@ -343,15 +463,28 @@ static __always_inline void learn_inotify_fops(void *file)
 		*slot = (__u64)read_ptr(file, OFF_FILE_F_OP);
 }
 
+/* A new instance: its state starts empty (a reused group address's old
+ * entry is replaced), so its watch count needs no fdinfo read ever. */
+static __always_inline void track_init(__u64 group)
+{
+	struct inotrace_group_state fresh = { .gen = bpf_ktime_get_ns() };
+
+	if (gstate.update(&group, &fresh))
+		count_lost(INOTRACE_LOST_GROUPS);
+}
+
 static __always_inline int exit_call(__u32 syscall, __s64 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct inflight *inp = inflight.lookup(&id);
 	struct inotrace_inotify_rec *rec;
 	struct inflight in;
+	__u32 zero = 0;
+	__u64 path_len = 0;
 	void *task;
 	__u32 euid;
 	__u16 origin;
+	int is_init = syscall == INOTRACE_SC_INOTIFY_INIT || syscall == INOTRACE_SC_INOTIFY_INIT1;
 
 	if (!inp)
 		return 0; /* entered before the probes were attached */
@@ -364,11 +497,26 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	euid = task_euid(task);
 	origin = task_origin(task, id >> 32);
 	count_call(syscall, ret, euid, origin);
-
-	rec = events.ringbuf_reserve(sizeof(*rec));
-	if (!rec) {
-		count_lost(INOTRACE_LOST_RINGBUF);
+	rec = scratch.lookup(&zero);
+	if (!rec)
 		return 0;
+	rec->rec_flags = 0;
+	/* init returns the new fd; add/rm name it (resolved at entry). The
+	 * kernel rejected a call on a non-inotify fd, so a group only on success. */
+	rec->group = 0;
+	if (is_init && ret >= 0) {
+		void *file = fd_to_file(task, (__s32)ret);
+
+		rec->group = file_group(file);
+		if (file)
+			learn_inotify_fops(file);
+		if (rec->group)
+			track_init(rec->group);
+	} else if (!is_init && in.group) {
+		if (track_exit(&in, ret))
+			rec->rec_flags |= INOTRACE_F_NEW_WATCH;
+		if (ret >= 0)
+			rec->group = in.group;
 	}
 	rec->ts_ns = bpf_ktime_get_ns();
 	rec->kind = INOTRACE_REC_INOTIFY;
@@ -386,23 +534,10 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	rec->wd = in.wd;
 	rec->origin = origin;
 	rec->backend = in.backend;
-	rec->rec_flags = 0;
-	rec->path[0] = 0;
 	bpf_get_current_comm(&rec->comm, sizeof(rec->comm));
 	if (syscall == INOTRACE_SC_INOTIFY_ADD_WATCH)
-		read_user_path(rec->path, &rec->rec_flags, in.path);
-	/* init returns the new fd; add/rm name it. The kernel rejected a call
-	 * on a non-inotify fd, so private_data is a group only on success. */
-	rec->group = 0;
-	if (ret >= 0) {
-		int is_init = syscall == INOTRACE_SC_INOTIFY_INIT || syscall == INOTRACE_SC_INOTIFY_INIT1;
-		void *file = fd_to_file(task, is_init ? (__s32)ret : in.fd);
-
-		rec->group = file_group(file);
-		if (is_init && file)
-			learn_inotify_fops(file);
-	}
-	submit(rec);
+		path_len = read_user_path(rec->path, &rec->rec_flags, in.path);
+	submit(rec, offsetof(struct inotrace_inotify_rec, path), path_len);
 	return 0;
 }
 
@@ -535,12 +670,11 @@ static __always_inline void count_open(struct inotrace_open_key *key)
 #if STREAM_OPENS
 static __always_inline struct inotrace_open_rec *open_rec(__u32 call, __s64 ret, __u16 origin, __u32 backend)
 {
-	struct inotrace_open_rec *rec = events.ringbuf_reserve(sizeof(*rec));
+	__u32 zero = 0;
+	struct inotrace_open_rec *rec = open_scratch.lookup(&zero);
 
-	if (!rec) {
-		count_lost(INOTRACE_LOST_RINGBUF);
+	if (!rec)
 		return 0;
-	}
 	rec->ts_ns = bpf_ktime_get_ns();
 	rec->_reserved = 0;
 	rec->ret = ret;
@@ -589,6 +723,7 @@ static __always_inline int open_exit(__u32 call, __s64 ret, __u32 backend)
 	{
 		struct open_args *a = open_inflight.lookup(&id);
 		struct inotrace_open_rec *rec;
+		__u64 path_len = 0;
 
 		if (!a)
 			return 0;
@@ -605,8 +740,8 @@ static __always_inline int open_exit(__u32 call, __s64 ret, __u32 backend)
 			rec->mode = a->mode;
 			__builtin_memcpy(rec->comm, key.comm, sizeof(rec->comm));
 			if (a->path)
-				read_user_path(rec->path, &rec->rec_flags, a->path);
-			submit((void *)rec);
+				path_len = read_user_path(rec->path, &rec->rec_flags, a->path);
+			submit((void *)rec, offsetof(struct inotrace_open_rec, path), path_len);
 		}
 		open_inflight.delete(&id);
 	}
@@ -759,7 +894,7 @@ int tp_iou_complete(void *ctx)
 			rec->euid = o->euid;
 			rec->cgroup_id = o->cgroup_id;
 			__builtin_memcpy(rec->comm, o->comm, sizeof(rec->comm));
-			submit((void *)rec);
+			submit((void *)rec, offsetof(struct inotrace_open_rec, path), 0);
 		}
 	}
 #endif
@@ -829,18 +964,21 @@ int bpf_iter__task_file(struct bpf_iter__task_file *ctx)
 	struct inotrace_instance_rec r = {};
 	void *seq = ctx->meta->seq, *file = ctx->file, *task = ctx->task;
 	void *group, *uc, *ns;
-	__u32 zero = 0;
-	__u64 *fops = inotify_fops.lookup(&zero);
+	struct inotrace_group_state *st;
 
-	if (!file || !task || !fops || !*fops)
-		return 0;
-	if ((__u64)read_ptr(file, OFF_FILE_F_OP) != *fops)
+	if (!task || !is_inotify_file(file))
 		return 0;
 	group = read_ptr(file, OFF_FILE_PRIVATE_DATA);
 	if (!group)
 		return 0;
 	r.group = (__u64)group;
 	r.fd = ctx->fd;
+	st = gstate.lookup(&r.group);
+	if (st) {
+		r.has_state = 1;
+		r.state = *st;
+	}
+	bpf_probe_read_kernel(&r.idr_next, sizeof(r.idr_next), group + OFF_GROUP_IDR_NEXT);
 	bpf_probe_read_kernel(&r.tgid, sizeof(r.tgid), task + OFF_TASK_TGID);
 	bpf_probe_read_kernel(&r.q_len, sizeof(r.q_len), group + OFF_GROUP_Q_LEN);
 	bpf_probe_read_kernel(&r.max_events, sizeof(r.max_events), group + OFF_GROUP_MAX_EVENTS);

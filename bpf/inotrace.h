@@ -66,15 +66,19 @@ enum inotrace_lost_reason {
 	INOTRACE_LOST_COUNTS = 2,   /* counter map full: call not counted */
 	INOTRACE_LOST_OPEN_COUNTS = 3, /* open counter map full: open not counted */
 	INOTRACE_LOST_IO_URING = 4,    /* io_uring request map full: open not followed */
-	INOTRACE_LOST__MAX = 5,
+	INOTRACE_LOST_GROUPS = 5,      /* instance state map full: an instance's watches not counted */
+	INOTRACE_LOST__MAX = 6,
 };
 
 /* Flags in inotrace_inotify_rec.rec_flags */
 #define INOTRACE_F_PATH_TRUNCATED 0x1 /* path longer than INOTRACE_PATH_LEN - 1 */
 #define INOTRACE_F_PATH_FAULT 0x2     /* path could not be read from user memory */
 #define INOTRACE_F_HAS_PATH 0x4       /* the call takes a path argument */
+#define INOTRACE_F_NEW_WATCH 0x8      /* add_watch made a new watch (else it modified one) */
 
-/* One completed inotify syscall. */
+/* One completed inotify syscall. Sent with only as many path bytes as the
+ * path has (its NUL included): the ring holds ~3x more records of a typical
+ * recursive watcher than at the full size. */
 struct inotrace_inotify_rec {
 	__u64 ts_ns;     /* bpf_ktime_get_ns() at exit (CLOCK_MONOTONIC) */
 	__u64 group;     /* struct fsnotify_group * behind the fd: the instance's identity */
@@ -143,6 +147,30 @@ struct inotrace_count_key {
 	__u32 _pad;
 };
 
+/* What the kernel side keeps per instance (key: its fsnotify_group), updated
+ * at every add_watch/rm_watch exit: the model's watch counts come from here,
+ * so a record lost from the ring cannot make them wrong.
+ *
+ * A new watch is told from a modified one without any record: inotify hands
+ * out wds from idr_alloc_cyclic, so every wd allocated during a call is at
+ * least the group's idr_next read at that call's entry, and every existing
+ * wd is below it. Two overlapping calls on one instance that return the same
+ * wd (the same inode, added from two threads) are told apart in a small map.
+ *
+ * `floor` is idr_next when the entry was made: 0 when made at inotify_init;
+ * for an instance older than the probes, made at its first traced call, so
+ * the watches below the floor are exactly those that predate the entry (user
+ * space counts them from fdinfo, once). */
+struct inotrace_group_state {
+	__s64 added;       /* new watches (wd >= floor by construction) */
+	__s64 removed;     /* rm_watch of a wd >= floor */
+	__s64 pre_removed; /* rm_watch of a wd < floor */
+	__u64 gen;         /* a fresh value each time the entry is made (inotify_init or first call) */
+	__u64 calls;       /* add_watch/rm_watch calls entered: unchanged across a read = no call ran */
+	__s32 floor;
+	__s32 inflight;    /* calls entered and not yet exited */
+};
+
 /* One inotify file in one process's fd table, written by the task_file
  * iterator (bpf_iter__task_file): the kernel's own state, read on demand.
  * Threads sharing a file table are visited once (the kernel skips them). */
@@ -159,6 +187,9 @@ struct inotrace_instance_rec {
 	__u32 user_ns;          /* inode number of that user namespace */
 	__u32 q_len;            /* events queued now (max_events + 1 = overflowed) */
 	__u32 max_events;       /* max_queued_events when the instance was created */
+	__u32 has_state;        /* 1: `state` holds the kernel side's entry for the group */
+	__u32 idr_next;         /* the group's next wd (diagnostics) */
+	struct inotrace_group_state state;
 };
 
 #endif /* INOTRACE_H */

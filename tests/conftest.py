@@ -152,6 +152,24 @@ def serve_module() -> Iterator[callable]:
     yield from _serving()
 
 
+def log_records(path: Path, **match: object) -> list[dict]:
+    """The JSON records of a --log-events file whose fields equal `match`."""
+    if not path.exists():
+        return []
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in recs if all(r.get(k) == v for k, v in match.items())]
+
+
+def wait_for_records(path: Path, count: int, timeout: float = 10, **match: object) -> list[dict]:
+    """Wait for `count` matching records in the log (the main loop writes
+    them after it drains the ring, a poll after the call); exactly `count`."""
+    deadline = time.monotonic() + timeout
+    while len(got := log_records(path, **match)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(got) == count, f"expected {count} records matching {match}, got {len(got)}: {got[-5:]}"
+    return got
+
+
 def http_get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:

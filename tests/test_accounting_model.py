@@ -1,13 +1,25 @@
-"""The accounting model's rules, on synthetic calls and kernel facts."""
+"""The accounting model's rules, on synthetic calls and kernel facts.
+
+`state` is what the BPF side keeps per instance (inotrace.h,
+struct inotrace_group_state); the counts come from it, not from records.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
 
 from factories import make_call
 from inotrace.accounting import Accounting
 from inotrace.lifetime import Holder, Lifetime
-from inotrace.records import InotifyCall, InstanceFile, Syscall
+from inotrace.records import GroupState, InotifyCall, InstanceFile, Syscall
 
 G1, G2, UC = 0xA000, 0xB000, 0xC000
+
+
+def st(added: int = 0, removed: int = 0, pre_removed: int = 0, floor: int = 0, calls: int = 0, **kw: int) -> GroupState:
+    base = {"gen": 1, "inflight": 0} | kw
+    return GroupState(added, removed, pre_removed, base["gen"], calls, floor, base["inflight"])
 
 
 def call(syscall: Syscall, group: int, ret: int = 0, wd: int = 0, mask: int = 2, euid: int = 1000) -> InotifyCall:
@@ -16,7 +28,16 @@ def call(syscall: Syscall, group: int, ret: int = 0, wd: int = 0, mask: int = 2,
     )
 
 
-def fact(group: int, tgid: int, fd: int, instances: int, watches: int, uid: int = 1000, q_len: int = 0) -> InstanceFile:
+def fact(
+    group: int,
+    tgid: int,
+    fd: int,
+    instances: int,
+    watches: int,
+    uid: int = 1000,
+    q_len: int = 0,
+    state: GroupState | None = None,
+) -> InstanceFile:
     return InstanceFile(
         group=group,
         ucounts=UC + uid,
@@ -30,15 +51,15 @@ def fact(group: int, tgid: int, fd: int, instances: int, watches: int, uid: int 
         max_watches=8192,
         q_len=q_len,
         max_events=16384,
+        state=state,
     )
 
 
 def never(instances: list) -> list:
-    assert not instances, "fdinfo must not be read when the counts agree"
-    return []
+    raise AssertionError(f"fdinfo must not be read here: {instances}")
 
 
-def by_fd(table: dict) -> object:
+def by_fd(table: dict) -> Callable[[list], list]:
     """A reader answering from {(tgid, fd): watches}, trying holders in order."""
 
     def read(instances: list) -> list:
@@ -47,7 +68,27 @@ def by_fd(table: dict) -> object:
     return read
 
 
-def test_new_wd_is_a_watch_existing_wd_a_modification() -> None:
+def kernel(*reads: list[InstanceFile]) -> Callable[[], list[InstanceFile]]:
+    """The iterator read again: each call returns the next of `reads` (the last one repeats)."""
+    seq = list(reads)
+
+    def read() -> list[InstanceFile]:
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+
+    return read
+
+
+def test_counts_come_from_the_kernel_side_not_from_records() -> None:
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    # only the init record arrived; the kernel side counted 3 new, 1 removed
+    files = [fact(G1, 10, 3, 1, 2, state=st(added=3, removed=1, calls=4))]
+    acc.reconcile(files, never, kernel(files))
+    assert acc.instances[G1].count == 2
+    assert acc.drift == {"instances": 0, "watches": 0} and not +acc.corrections
+
+
+def test_records_keep_the_wd_detail() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
     for wd in (1, 2, 3):
@@ -57,15 +98,20 @@ def test_new_wd_is_a_watch_existing_wd_a_modification() -> None:
     acc.apply(call(Syscall.INOTIFY_RM_WATCH, G1, ret=0, wd=1))
     acc.apply(call(Syscall.INOTIFY_RM_WATCH, G1, ret=-22, wd=9))
     assert acc.instances[G1].watches == {2: 4, 3: 2}
-    acc.reconcile([fact(G1, 10, 3, 1, 2)], never)
-    assert acc.drift == {"instances": 0, "watches": 0} and not +acc.corrections
+
+
+def test_born_instance_found_before_its_record_needs_no_fdinfo() -> None:
+    acc = Accounting()
+    files = [fact(G1, 10, 3, 1, 5, state=st(added=5))]  # floor 0: the kernel side saw its init
+    acc.reconcile(files, never, kernel(files))
+    assert acc.instances[G1].count == 5 and not +acc.corrections
 
 
 def test_shared_instance_is_one_instance_owned_by_lowest_holder() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
-    acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=1))
-    acc.reconcile([fact(G1, 20, 3, 1, 1), fact(G1, 11, 7, 1, 1)], never)
+    files = [fact(G1, 20, 3, 1, 1, state=st(added=1)), fact(G1, 11, 7, 1, 1, state=st(added=1))]
+    acc.reconcile(files, never, kernel(files))
     assert len(acc.instances) == 1 and acc.instances[G1].owner == 11
     assert acc.instances[G1].holders == ((11, 7), (20, 3))
 
@@ -74,28 +120,84 @@ def test_instance_gone_from_every_fd_table_is_destroyed() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
     acc.apply(call(Syscall.INOTIFY_INIT1, G2, ret=4))
-    acc.reconcile([fact(G2, 10, 4, 1, 0)], never)
-    assert set(acc.instances) == {G2}
+    files = [fact(G2, 10, 4, 1, 0, state=st())]
+    acc.reconcile(files, never, kernel(files))
+    assert set(acc.instances) == {G2} and acc.destroyed == [(G1, None)]
+
+
+def test_seeded_watches_below_the_floor_are_counted_once_from_fdinfo() -> None:
+    acc = Accounting()
+    # older than the probes: wds 1, 2 predate the state (floor 3), 3 and 4 were counted by it
+    files = [fact(G1, 10, 3, 1, 4, state=st(added=2, floor=3, calls=2))]
+    acc.reconcile(files, by_fd({(10, 3): {1: 2, 2: 2, 3: 2, 4: 2}}), kernel(files), seeding=True)
+    inst = acc.instances[G1]
+    assert (inst.pre, inst.count) == (2, 4) and not +acc.corrections
+    # later calls: counted by the state alone
+    files = [fact(G1, 10, 3, 1, 5, state=st(added=4, floor=3, pre_removed=1, calls=5))]
+    acc.reconcile(files, never, kernel(files))
+    assert inst.count == 5 and acc.drift["watches"] == 0
+
+
+def test_seeded_instance_without_state_gets_one_when_called() -> None:
+    acc = Accounting()
+    files = [fact(G1, 10, 3, 1, 2)]
+    acc.reconcile(files, by_fd({(10, 3): {1: 2, 2: 2}}), kernel(files), seeding=True)
+    assert acc.instances[G1].count == 2
+    files = [fact(G1, 10, 3, 1, 3, state=st(added=1, floor=3, calls=1, gen=9))]
+    acc.reconcile(files, never, kernel(files))
+    assert acc.instances[G1].count == 3 and not +acc.corrections
 
 
 def test_kernel_removal_is_corrected_and_counted() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
     for wd in (1, 2, 3):
-        acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd))
-    # wd 2's directory was deleted: the kernel's count says 2
-    acc.reconcile([fact(G1, 10, 3, 1, 2)], by_fd({(10, 3): {1: 2, 3: 2}}))
-    assert acc.instances[G1].watches == {1: 2, 3: 2}
+        acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd, mask=0x100))
+    state = st(added=3, calls=3)
+    acc.reconcile([fact(G1, 10, 3, 1, 3, state=state)], never, kernel([]))
+    # wd 2's directory was deleted: the kernel's count says 2, no call ran
+    files = [fact(G1, 10, 3, 1, 2, state=state)]
+    acc.reconcile(files, by_fd({(10, 3): {1: 0x100, 3: 0x100}}), kernel(files), now_ns=7)
+    inst = acc.instances[G1]
+    assert inst.count == 2 and inst.watches == {1: 0x100, 3: 0x100}
     assert acc.corrections["watch_removed_by_kernel"] == 1 and acc.corrections["watch_missed"] == 0
+    assert [(e.kind, e.wd, e.mask, e.ts_ns) for e in acc.events] == [(Lifetime.WATCH_REMOVED, 2, 0x100, 7)]
     assert acc.drift == {"instances": 0, "watches": 0}
 
 
-def test_seeding_is_not_a_correction_but_a_missed_instance_is() -> None:
+def test_no_fdinfo_read_while_a_call_is_in_flight() -> None:
+    """A burst: the kernel's counter runs ahead of the exits by the calls in flight."""
     acc = Accounting()
-    acc.reconcile([fact(G1, 10, 3, 1, 2)], by_fd({(10, 3): {1: 2, 2: 2}}), seeding=True)
-    assert acc.instances[G1].watches == {1: 2, 2: 2} and not +acc.corrections
-    acc.reconcile([fact(G1, 10, 3, 2, 3), fact(G2, 10, 4, 2, 3)], by_fd({(10, 4): {1: 2}, (10, 3): {1: 2, 2: 2}}))
-    assert acc.corrections["instance_missed"] == 1 and acc.corrections["watch_missed"] == 1
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    files = [fact(G1, 10, 3, 1, 101, state=st(added=100, calls=100, inflight=1))]
+    acc.reconcile(files, never, kernel(files))
+    assert acc.instances[G1].count == 100 and not +acc.corrections
+
+
+def test_no_fdinfo_read_when_calls_ran_between_two_reads() -> None:
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    first = [fact(G1, 10, 3, 1, 101, state=st(added=100, calls=100))]
+    again = [fact(G1, 10, 3, 1, 103, state=st(added=103, calls=103))]
+    acc.reconcile(first, never, kernel(again))
+    assert not +acc.corrections
+
+
+def test_a_call_during_the_fdinfo_read_voids_it() -> None:
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    files = [fact(G1, 10, 3, 1, 1, state=st(added=2, calls=2))]
+    after = [fact(G1, 10, 3, 1, 2, state=st(added=3, calls=3))]
+    acc.reconcile(files, by_fd({(10, 3): {1: 2}}), kernel(files, after))
+    assert acc.instances[G1].count == 2 and not +acc.corrections  # left for a quiet sample
+
+
+def test_instance_the_kernel_side_never_saw_born_is_missed() -> None:
+    acc = Accounting()
+    acc.reconcile([], never, kernel([]), seeding=True)
+    files = [fact(G1, 10, 3, 1, 2)]  # no state: not born under the probes
+    acc.reconcile(files, by_fd({(10, 3): {1: 2, 2: 2}}), kernel(files))
+    assert acc.instances[G1].count == 2 and acc.corrections["instance_missed"] == 1
 
 
 def test_reused_group_memory_starts_a_new_lifetime() -> None:
@@ -104,6 +206,17 @@ def test_reused_group_memory_starts_a_new_lifetime() -> None:
     acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=1))
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=5))  # old one died, its memory reused
     assert acc.instances[G1].watches == {}
+    assert [(e.kind, e.watches) for e in acc.events] == [(Lifetime.INSTANCE_DESTROYED, 1)]
+
+
+def test_new_gen_made_at_init_is_a_new_lifetime_between_samples() -> None:
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    acc.reconcile([fact(G1, 10, 3, 1, 4, state=st(added=4, gen=1))], never, kernel([]))
+    files = [fact(G1, 12, 3, 1, 1, state=st(added=1, gen=2))]
+    acc.reconcile(files, never, kernel(files), now_ns=9)
+    assert acc.instances[G1].count == 1 and acc.instances[G1].owner == 12
+    assert [(e.kind, e.pid, e.watches, e.ts_ns) for e in acc.events] == [(Lifetime.INSTANCE_DESTROYED, 10, 4, 9)]
 
 
 def test_untracked_instances_are_counted() -> None:
@@ -115,62 +228,60 @@ def test_untracked_instances_are_counted() -> None:
 
 def test_drift_is_reported_when_truth_cannot_be_read() -> None:
     acc = Accounting()
-    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
-    acc.reconcile([fact(G1, 10, 3, 1, 4)], by_fd({}))
+    files = [fact(G1, 10, 3, 1, 4)]
+    acc.reconcile(files, by_fd({}), kernel(files), seeding=True)
     assert acc.drift == {"instances": 0, "watches": 4}
-
-
-def test_lifetime_events_destroyed_and_removed_by_kernel() -> None:
-    acc = Accounting()
-    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
-    acc.apply(call(Syscall.INOTIFY_INIT1, G2, ret=4))
-    for wd in (1, 2):
-        acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd, mask=0x100))
-    acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G2, ret=1))
-    acc.reconcile([fact(G1, 10, 3, 2, 3), fact(G2, 10, 4, 2, 3)], never, now_ns=5)
-    assert acc.events == []
-    # wd 2's directory was removed; then G2's last fd was closed
-    acc.reconcile([fact(G1, 10, 3, 1, 1)], by_fd({(10, 3): {1: 0x100}}), now_ns=7)
-    got = [(e.kind, e.group, e.pid, e.uid, e.wd, e.mask, e.watches, e.ts_ns) for e in acc.events]
-    assert got == [
-        (Lifetime.INSTANCE_DESTROYED, G2, 10, 1000, -1, 0, 1, 7),
-        (Lifetime.WATCH_REMOVED, G1, 10, 1000, 2, 0x100, 0, 7),
-    ]
 
 
 def test_queue_overflow_is_one_event_per_episode() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
     for q_len in (10, 16385, 16385, 3, 16385):
-        acc.reconcile([fact(G1, 10, 3, 1, 0, q_len=q_len)], never)
+        files = [fact(G1, 10, 3, 1, 0, q_len=q_len, state=st())]
+        acc.reconcile(files, never, kernel(files))
     kinds = [(e.kind, e.q_len, e.max_events) for e in acc.events]
     assert kinds == [(Lifetime.QUEUE_OVERFLOW, 16385, 16384)] * 2
 
 
-def test_init_already_found_by_reconcile_keeps_its_watches() -> None:
+def test_init_already_found_by_reconcile_keeps_it() -> None:
     acc = Accounting()
     # reconciling read the kernel at t=100 and found G1 (its init record still in flight)
-    acc.reconcile([fact(G1, 10, 3, 1, 1)], by_fd({(10, 3): {1: 2}}), now_ns=100)
+    files = [fact(G1, 10, 3, 1, 1, state=st(added=1))]
+    acc.reconcile(files, never, kernel(files), now_ns=100)
     acc.apply(make_call(syscall=Syscall.INOTIFY_INIT1, ts_ns=90, ret=3, group=G1, euid=1000))
-    assert acc.instances[G1].watches == {1: 2} and acc.events == []
+    assert acc.instances[G1].count == 1 and acc.events == []
     # a later init of the same group is a reuse: the old lifetime ended
     acc.apply(make_call(syscall=Syscall.INOTIFY_INIT1, ts_ns=120, ret=3, group=G1, euid=1000))
-    assert acc.instances[G1].watches == {}
+    assert acc.instances[G1].state is None
     assert [(e.kind, e.watches, e.ts_ns) for e in acc.events] == [(Lifetime.INSTANCE_DESTROYED, 1, 120)]
 
 
 def test_top_holders_of_a_user() -> None:
     acc = Accounting()
-    for group, fd, watches in ((G1, 3, 3), (G2, 4, 1), (0xD000, 5, 0)):
+    for group, fd in ((G1, 3), (G2, 4), (0xD000, 5)):
         acc.apply(call(Syscall.INOTIFY_INIT1, group, ret=fd))
-        for wd in range(1, watches + 1):
-            acc.apply(call(Syscall.INOTIFY_ADD_WATCH, group, ret=wd))
-    acc.reconcile(
-        [fact(G1, 30, 3, 3, 4), fact(G2, 20, 4, 3, 4), fact(0xD000, 20, 5, 3, 4), fact(0xE000, 40, 3, 1, 0, uid=7)],
-        by_fd({(40, 3): {}}),
-    )
+    files = [
+        fact(G1, 30, 3, 3, 4, state=st(added=3)),
+        fact(G2, 20, 4, 3, 4, state=st(added=1)),
+        fact(0xD000, 20, 5, 3, 4, state=st()),
+        fact(0xE000, 40, 3, 1, 0, uid=7, state=st()),
+    ]
+    acc.reconcile(files, never, kernel(files))
     assert acc.top_holders(1000, "watches") == (Holder(30, 1, 3), Holder(20, 2, 1))
     assert acc.top_holders(1000, "instances", n=1) == (Holder(20, 2, 1),)
     assert acc.top_holders(7, "watches") == (Holder(40, 1, 0),)
     user = acc.user(1000)
     assert user is not None and (user.watches, user.max_watches) == (4, 8192)
+    assert acc.used(1000, "watches") == 4 and acc.used(1000, "instances") == 3
+
+
+def test_pre_part_is_exact_while_the_watcher_keeps_adding() -> None:
+    """Seeding during a burst: adds move `calls`, not the pre-floor count."""
+    acc = Accounting()
+    files = [fact(G1, 10, 3, 1, 12, state=st(added=10, floor=3, calls=10, inflight=1))]
+    after = [fact(G1, 10, 3, 1, 15, state=replace(files[0].state, added=13, calls=13))]  # type: ignore[type-var]
+    acc.reconcile(files, by_fd({(10, 3): {1: 2, 2: 2, **{w: 2 for w in range(3, 14)}}}), kernel(after), seeding=True)
+    inst = acc.instances[G1]
+    assert inst.known and inst.pre == 2
+    acc.reconcile(after, never, kernel(after))
+    assert inst.count == 15

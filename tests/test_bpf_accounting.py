@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import groundtruth
-from conftest import INOTRACE, NOBODY, WORKLOADS, Running, http_get
+from conftest import INOTRACE, NOBODY, WORKLOADS, Running, http_get, log_records, wait_for_records
 
 pytestmark = pytest.mark.bpf
 
@@ -66,24 +66,36 @@ def snapshot_summary() -> dict[str, dict]:
     return {"uid": per_uid, "pid": per_pid}
 
 
-def assert_exact(url: str, attempts: int = 20) -> dict[str, float]:
-    """Exporter == ground truth; retried only while the truth itself is moving."""
-    last = None
-    for _ in range(attempts):
-        before = groundtruth.summary()
-        got, other = exported(url)
-        after = groundtruth.summary()
-        if before != after:
-            time.sleep(0.1)
-            continue
-        snap = snapshot_summary()
-        last = (got, snap, before)
-        if got == before == snap == groundtruth.summary():
-            assert other['inotrace_accounting_drift{"resource": "watches"}'] == 0
-            assert other['inotrace_accounting_drift{"resource": "instances"}'] == 0
-            return other
+def settled_truth(timeout: float = 15) -> dict[str, dict]:
+    """The fdinfo ground truth once it stops moving (two reads 0.1 s apart agree)."""
+    deadline = time.monotonic() + timeout
+    prev = groundtruth.summary()
+    while True:
         time.sleep(0.1)
-    raise AssertionError(f"exporter != ground truth: {last}")
+        cur = groundtruth.summary()
+        if cur == prev:
+            return cur
+        assert time.monotonic() < deadline, "the ground truth kept moving"
+        prev = cur
+
+
+MISSED = (
+    'inotrace_accounting_corrections_total{"kind": "instance_missed"}',
+    'inotrace_accounting_corrections_total{"kind": "watch_missed"}',
+)
+
+
+def assert_exact(url: str) -> dict[str, float]:
+    """Exporter == snapshot == settled ground truth, in one look, and the event
+    path needed no correction: nothing it should have seen was missed."""
+    truth = settled_truth()
+    got, other = exported(url)
+    assert got == truth, f"exporter != ground truth:\n{got}\n{truth}"
+    assert snapshot_summary() == truth
+    assert other['inotrace_accounting_drift{"resource": "watches"}'] == 0
+    assert other['inotrace_accounting_drift{"resource": "instances"}'] == 0
+    assert [other[k] for k in MISSED] == [0, 0], "the event path missed instances or watches"
+    return other
 
 
 @pytest.fixture(scope="module")
@@ -238,13 +250,6 @@ def test_kernel_removals_are_corrected(exporter: str, workdir: Path, scenarios) 
     assert after[key] - before[key] == 3
 
 
-def log_records(path: Path, **match: object) -> list[dict]:
-    if not path.exists():
-        return []
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in recs if all(r.get(k) == v for k, v in match.items())]
-
-
 def test_watch_limit_hit(exporter: str, events_log: Path, workdir: Path) -> None:
     log = events_log
     path = Path("/proc/sys/fs/inotify/max_user_watches")
@@ -264,8 +269,7 @@ def test_watch_limit_hit(exporter: str, events_log: Path, workdir: Path) -> None
             assert s.info["errors"] and set(s.info["errors"]) == {"28"}  # ENOSPC
             assert_exact(exporter)
             mine = groundtruth.summary()["pid"][s.proc.pid]
-            hits = log_records(log, pid=s.proc.pid, errno="ENOSPC")
-            assert len(hits) == s.info["errors"]["28"]
+            hits = wait_for_records(log, s.info["errors"]["28"], pid=s.proc.pid, errno="ENOSPC")
             # each failure names the user at its limit and who holds its watches
             for hit in hits:
                 limit = hit["limit"]
@@ -335,7 +339,7 @@ def test_queue_overflow_of_a_stalled_consumer(exporter: str, events_log: Path, w
             os.kill(consumer.pid, signal.SIGCONT)
             wait_for(lambda: depth() == 0)
         assert overflows() == 2
-        recs = log_records(log, event="queue_overflow", pid=consumer.pid)
+        recs = wait_for_records(log, 2, event="queue_overflow", pid=consumer.pid)
         assert [(r["comm"], r["uid"], r["q_len"], r["max_events"]) for r in recs] == [("inotifywait", 0, 65, 64)] * 2
         assert len({r["instance"] for r in recs}) == 1
     finally:
@@ -441,3 +445,44 @@ def test_randomized_mix(exporter: str, workdir: Path, seed: int) -> None:
             proc.kill()
             proc.wait()
     assert_exact(exporter)
+
+
+def fdinfo_watches(pid: int) -> int:
+    return sum(i.watches for i in groundtruth.instances() if i.owner == pid)
+
+
+def test_small_ring_loses_records_says_so_and_counts_stay_exact(serve, workdir: Path) -> None:
+    """A one-page ring (~30 records) under a 3000-directory recursive set-up:
+    records are lost, the stream says how many, and no count is wrong."""
+    log = workdir / "events.jsonl"
+    _proc, url = serve("--ringbuf-pages=1", "--top-processes=100000", f"--log-events={log}")
+    tree = workdir / "tree"
+    for i in range(60):
+        for j in range(50):
+            (tree / f"d{i}" / f"e{j}").mkdir(parents=True)
+    w = subprocess.Popen(["inotifywait", "-m", "-r", str(tree)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert "Watches established" in (w.stderr.readline() + w.stderr.readline()).decode()  # type: ignore[union-attr]
+        assert fdinfo_watches(w.pid) == 3061
+        assert (
+            metric_value(url, "inotrace_process_inotify_watches", pid=str(w.pid), comm="inotifywait", uid="0") == 3061
+        )
+        lost = metric_value(url, "inotrace_events_lost_total", reason="ringbuf_full") or 0
+        assert lost > 1000, "the ring was meant to overflow"
+        gaps = wait_for(
+            lambda: (g := log_records(log, event="records_lost")) and sum(r["lost"] for r in g) == lost and g
+        )
+        assert {r["reason"] for r in gaps} == {"ringbuf_full"}  # type: ignore[union-attr]
+        # the kernel removes watches (rmdir): counted exactly, though their records may be gone
+        for j in range(7):
+            (tree / "d0" / f"e{j}").rmdir()
+        wait_for(lambda: fdinfo_watches(w.pid) == 3054)
+        assert (
+            metric_value(url, "inotrace_process_inotify_watches", pid=str(w.pid), comm="inotifywait", uid="0") == 3054
+        )
+        key = "inotrace_accounting_corrections_total"
+        assert metric_value(url, key, kind="watch_removed_by_kernel") == 7
+        assert metric_value(url, key, kind="watch_missed") == metric_value(url, key, kind="instance_missed") == 0
+    finally:
+        w.kill()
+        w.wait()

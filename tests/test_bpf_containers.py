@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import http_get
+from conftest import http_get, log_records, wait_for_records
 from test_containers import MOUNTS, _cgroups
 
 pytestmark = pytest.mark.bpf
@@ -61,9 +60,9 @@ def test_container_labels_on_gauges_and_audit(serve, tmp_path: Path) -> None:
         finally:
             holder.kill()
             holder.wait()
-    recs = [json.loads(line) for line in log.read_text().splitlines()]
-    mine = [r for r in recs if r.get("pid") == holder.pid and r["event"] == "syscall"]
-    assert len(mine) == 2 and mine[-1]["syscall"] == "inotify_add_watch"  # an init, a watch
+    mine = wait_for_records(log, 2, pid=holder.pid, event="syscall")
+    assert mine[-1]["syscall"] == "inotify_add_watch"  # an init, a watch
+    recs = log_records(log)
     assert all((r["container_id"], r["pod_uid"]) == (cid, pod) for r in mine)
     # outside any container: empty, not absent
     assert all(r["container_id"] == r["pod_uid"] == "" for r in recs if r.get("pid") not in (holder.pid, None))

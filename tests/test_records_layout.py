@@ -17,6 +17,7 @@ STRUCTS = {
     "inotrace_instance_rec": records.InstanceRecC,
     "inotrace_open_rec": records.OpenRecC,
     "inotrace_open_key": records.OpenKeyC,
+    "inotrace_group_state": records.GroupStateC,
 }
 
 
@@ -43,6 +44,7 @@ def compiled_layout(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "INOTRACE_F_PATH_TRUNCATED",
         "INOTRACE_F_PATH_FAULT",
         "INOTRACE_F_HAS_PATH",
+        "INOTRACE_F_NEW_WATCH",
     ]
     for c in consts:
         lines.append(f'printf(",\\"{c}\\": %d", (int){c});')
@@ -75,6 +77,7 @@ def test_constants_match(compiled_layout: dict) -> None:
     assert compiled_layout["INOTRACE_F_PATH_TRUNCATED"] == records.F_PATH_TRUNCATED
     assert compiled_layout["INOTRACE_F_PATH_FAULT"] == records.F_PATH_FAULT
     assert compiled_layout["INOTRACE_F_HAS_PATH"] == records.F_HAS_PATH
+    assert compiled_layout["INOTRACE_F_NEW_WATCH"] == records.F_NEW_WATCH
 
 
 def test_enums_match_header() -> None:

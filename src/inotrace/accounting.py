@@ -1,22 +1,29 @@
 """Exact live accounting of inotify instances and watches.
 
-The model follows every inotify call from the ring buffer (a new wd is a new
-watch, an existing wd a modification, rm_watch a removal) and is reconciled
-against the kernel at every scrape:
+Where the numbers come from, so that a record lost from the ring buffer can
+never make them wrong:
 
 - which instances exist and who holds them (every fd in every process that
   refers to an instance, after fork, dup, SCM_RIGHTS, close, exec, exit) is
-  read from the kernel itself by a BPF task_file iterator: exact by
-  construction, and an instance shared by many holders is one instance;
+  read from the kernel by a BPF task_file iterator: exact by construction,
+  and an instance shared by many holders is one instance;
+- how many watches each instance has is kept by the BPF side itself, at
+  every add_watch/rm_watch exit (struct inotrace_group_state in inotrace.h):
+  a new wd is told from a modified one in the kernel, and the iterator hands
+  the counts over with the instances. Only watches older than the probes
+  (below the state's `floor`) are counted from fdinfo, once;
 - watches the kernel removes without any syscall (watched inode deleted,
   unmount, IN_ONESHOT fired) show up as a difference between the model and
-  the kernel's own per-user counter (struct ucounts); the instances charged
-  to that user are then re-read from fdinfo and the model corrected.
+  the kernel's own per-user counter (struct ucounts). That user's instances
+  are then re-read from fdinfo, but only when no call on them is in flight
+  or ran during the read (the state's `inflight` and `calls`): during a
+  burst the difference is the calls in flight, and nothing is re-read.
 
-Every correction is counted by kind, so drift is visible, never hidden.
-What reconciling finds that no syscall said (an instance destroyed, a watch
-removed by the kernel, a queue that overflowed) is also queued in `events`
-for the audit stream.
+The records still feed the audit stream and each instance's wd -> mask map
+(whose masks the watch_removed events carry). Every correction is counted by
+kind, so drift is visible, never hidden. What reconciling finds that no
+syscall said (an instance destroyed, a watch removed by the kernel, a queue
+that overflowed) is queued in `events` for the audit stream.
 """
 
 from __future__ import annotations
@@ -26,18 +33,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .lifetime import Holder, Lifetime, LifetimeEvent
-from .records import InotifyCall, InstanceFile, Syscall
+from .records import GroupState, InotifyCall, InstanceFile, Syscall
 
 # Reads the current watches (wd -> mask) of several instances, each through
 # the first of its holders (tgid, fd) that still has it; None where none does.
 WatchReader = Callable[[list[tuple[tuple[int, int], ...]]], list[dict[int, int] | None]]
+# Runs the iterator: every inotify file in every fd table, with its state.
+KernelReader = Callable[[], list[InstanceFile]]
+
+NO_FLOOR = 1 << 62  # no state yet: every watch there is predates the probes
 
 
 @dataclass
 class Instance:
     group: int
     uid: int  # charged uid (euid at inotify_init)
-    watches: dict[int, int] = field(default_factory=dict)  # wd -> mask
+    watches: dict[int, int] = field(default_factory=dict)  # wd -> mask, from records and fdinfo reads
     holders: tuple[tuple[int, int], ...] = ()  # (tgid, fd), sorted; from the kernel
     ucounts: int = 0
     user_ns: int = 0
@@ -45,11 +56,38 @@ class Instance:
     max_events: int = 0
     overflowed: bool = False  # q_len > max_events at the last sample
     found_ns: int = 0  # when reconciling found it without having seen its init (0: seen)
+    state: GroupState | None = None  # the kernel side's counts at the last sample
+    # Watches the kernel side does not count: those below its floor (plus the
+    # rm_watch calls of such watches it has counted since: they cancel), and
+    # those the kernel removed without a syscall (negative). From fdinfo.
+    pre: int = 0
+    adj: int = 0
+    known: bool = True  # False until `pre` has been counted from fdinfo
 
     @property
     def owner(self) -> int:
         """The tgid an instance is attributed to: its lowest-numbered holder."""
         return self.holders[0][0] if self.holders else 0
+
+    @property
+    def count(self) -> int:
+        """Its watches now (as of the last sample)."""
+        st = self.state
+        if st is None:
+            return self.pre + self.adj
+        return self.pre - st.pre_removed + st.post + self.adj
+
+    def settle(self, truth: dict[int, int], state: GroupState | None, calm: bool) -> None:
+        """Take an fdinfo read (truth) and the state read after it: `pre` always
+        (exact whatever runs: only rm_watch of an old wd moves it, and the caller
+        checked none did), `adj` only when no call ran across the read."""
+        floor = state.floor if state is not None else NO_FLOOR  # 0: born under the probes, all counted
+        below = sum(1 for wd in truth if wd < floor)
+        self.pre = below + (state.pre_removed if state is not None else 0)
+        if calm:
+            self.adj = len(truth) - below - (state.post if state is not None else 0)
+        self.state = state
+        self.known = True
 
 
 @dataclass(frozen=True)
@@ -64,6 +102,18 @@ class UserCounts:
     max_watches: int
 
 
+def _calm(a: GroupState | None, b: GroupState | None) -> bool:
+    """No add_watch/rm_watch ran between two reads of an instance's state."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.calls == b.calls and a.inflight == 0 and b.inflight == 0
+
+
+def _pre_steady(a: GroupState | None, b: GroupState | None) -> bool:
+    """No rm_watch of a pre-floor wd between two reads (the only thing that moves `pre`)."""
+    return (a.pre_removed if a else 0) == (b.pre_removed if b else 0)
+
+
 class Accounting:
     def __init__(self, max_instances: int = 1 << 20) -> None:
         self.instances: dict[int, Instance] = {}
@@ -73,20 +123,28 @@ class Accounting:
         self.max_instances = max_instances
         self.overflow = 0  # instances not tracked because of max_instances
         self.events: list[LifetimeEvent] = []  # found by reconciling; the caller drains it
+        self.destroyed: list[tuple[int, int | None]] = []  # (group, state gen) found gone: state can go
         self._now_ns = 0
 
     # -- events --------------------------------------------------------------
 
-    def _get(self, group: int, uid: int) -> Instance | None:
-        inst = self.instances.get(group)
-        if inst is None:
-            if len(self.instances) >= self.max_instances:
-                self.overflow += 1
-                return None
-            inst = self.instances[group] = Instance(group, uid)
+    def _new(self, group: int, uid: int, known: bool, found_ns: int = 0) -> Instance | None:
+        if len(self.instances) >= self.max_instances:
+            self.overflow += 1
+            return None
+        inst = self.instances[group] = Instance(group, uid, known=known, found_ns=found_ns)
         return inst
 
+    def _end(self, inst: Instance, ts_ns: int) -> None:
+        # never sampled (born and gone between two samples): what its records said
+        watches = inst.count if inst.state is not None or not inst.known else len(inst.watches)
+        self.events.append(
+            LifetimeEvent(Lifetime.INSTANCE_DESTROYED, ts_ns, inst.group, inst.owner, inst.uid, watches=watches)
+        )
+
     def apply(self, call: InotifyCall) -> None:
+        """A record: instances born, and the wd -> mask detail. Counts do not
+        depend on it (they come from the kernel side at the next sample)."""
         if not call.ok or not call.group:
             return
         if call.syscall in (Syscall.INOTIFY_INIT, Syscall.INOTIFY_INIT1):
@@ -94,28 +152,22 @@ class Accounting:
             if old is not None and old.found_ns and call.ts_ns <= old.found_ns:
                 return  # the kernel state read after this init already holds it
             if old is not None:
-                # A dead instance's group memory reused before a reconcile saw it go.
+                # A dead instance's group memory reused before a sample saw it go.
                 del self.instances[call.group]
-                self.events.append(
-                    LifetimeEvent(
-                        Lifetime.INSTANCE_DESTROYED, call.ts_ns, old.group, old.owner, old.uid, watches=len(old.watches)
-                    )
-                )
-            inst = self._get(call.group, call.euid)
+                self._end(old, call.ts_ns)
+            # born under the probes: the kernel side counts all its watches
+            inst = self._new(call.group, call.euid, known=True)
             if inst is not None:
                 # until the kernel's fd tables are read: the creator holds it
                 inst.holders = ((call.tgid, int(call.ret)),)
-        elif call.syscall == Syscall.INOTIFY_ADD_WATCH:
-            inst = self._get(call.group, call.euid)
-            if inst is not None:
-                if not inst.holders:
-                    inst.holders = ((call.tgid, call.fd),)
-                # ret is the wd; an existing wd means the watch was modified
-                inst.watches[int(call.ret)] = call.mask
+            return
+        inst = self.instances.get(call.group)
+        if inst is None:
+            return  # not seen yet: the next sample finds it
+        if call.syscall == Syscall.INOTIFY_ADD_WATCH:
+            inst.watches[int(call.ret)] = call.mask  # an existing wd: a modification
         elif call.syscall == Syscall.INOTIFY_RM_WATCH:
-            inst = self.instances.get(call.group)
-            if inst is not None:
-                inst.watches.pop(call.wd, None)
+            inst.watches.pop(call.wd, None)
 
     # -- queries -------------------------------------------------------------
 
@@ -126,7 +178,7 @@ class Accounting:
             if inst.uid == uid and inst.holders:
                 row = per.setdefault(inst.owner, [0, 0])
                 row[0] += 1
-                row[1] += len(inst.watches)
+                row[1] += inst.count
         key = 1 if by == "watches" else 0
         ranked = sorted(per.items(), key=lambda kv: (-kv[1][key], -kv[1][1 - key], kv[0]))[:n]
         return tuple(Holder(pid, v[0], v[1]) for pid, v in ranked)
@@ -134,6 +186,10 @@ class Accounting:
     def user(self, uid: int) -> UserCounts | None:
         """The kernel's counters for uid (in any user namespace), as of the last reconcile."""
         return next((u for u in self.users.values() if u.uid == uid), None)
+
+    def used(self, uid: int, resource: str) -> int:
+        mine = [i for i in self.instances.values() if i.uid == uid]
+        return len(mine) if resource == "instances" else sum(i.count for i in mine)
 
     # -- reconciling -----------------------------------------------------------
 
@@ -160,39 +216,27 @@ class Accounting:
             )
         inst.overflowed = over
 
-    def _reread(self, insts: list[Instance], read: WatchReader, count: bool = True) -> None:
-        """Replace instances' watches with what fdinfo says; count the differences."""
-        for inst, truth in zip(insts, read([i.holders for i in insts]), strict=True):
-            if truth is None:
-                continue
-            if count:
-                gone = sorted(inst.watches.keys() - truth.keys())
-                self.corrections["watch_removed_by_kernel"] += len(gone)
-                self.corrections["watch_missed"] += len(truth.keys() - inst.watches.keys())
-                self.events.extend(
-                    LifetimeEvent(
-                        Lifetime.WATCH_REMOVED, self._now_ns, inst.group, inst.owner, inst.uid, wd, inst.watches[wd]
-                    )
-                    for wd in gone
-                )
-            inst.watches = truth
+    def _take_state(self, inst: Instance, state: GroupState | None, now_ns: int) -> Instance | None:
+        """The kernel side's entry for a known instance; a new gen means a new
+        lifetime (made at init: floor 0) or an entry made again (floor > 0)."""
+        old = inst.state
+        if old is not None and state is not None and state.gen != old.gen:
+            if state.floor == 0:
+                # destroyed and created again at the same address between two samples
+                del self.instances[inst.group]
+                self._end(inst, now_ns)
+                fresh = self._new(inst.group, inst.uid, known=True, found_ns=now_ns)
+                if fresh is None:
+                    return None
+                inst = fresh
+            else:
+                inst.known = False  # the entry was lost and made again: count from fdinfo
+        elif old is None and state is not None and state.floor and inst.known and not inst.pre and not inst.found_ns:
+            inst.known = False  # born under the probes, yet its state was made by a call: lost at init
+        inst.state = state
+        return inst
 
-    def reconcile(
-        self,
-        files: Iterable[InstanceFile],
-        read: WatchReader,
-        full: bool = False,
-        seeding: bool = False,
-        now_ns: int = 0,
-    ) -> None:
-        """Bring the model in line with the kernel (see the module docstring).
-
-        full: re-read every instance's watches, not only those of users whose
-        counts differ (periodic reconcile, or after lost events).
-        seeding: the first reconcile; what it finds is not a correction.
-        now_ns: the time stamped on the lifetime events this finds.
-        """
-        self._now_ns = now_ns
+    def _ingest(self, files: Iterable[InstanceFile], seeding: bool, now_ns: int) -> None:
         holders: dict[int, list[tuple[int, int]]] = {}
         facts: dict[int, InstanceFile] = {}
         users: dict[int, UserCounts] = {}
@@ -202,49 +246,117 @@ class Accounting:
             users[f.ucounts] = UserCounts(
                 f.uid, f.user_ns, f.ucount_instances, f.ucount_watches, f.max_instances, f.max_watches
             )
+        self.users = users
         for group in sorted(self.instances.keys() - holders.keys()):
-            gone = self.instances.pop(group)  # its last fd was closed: destroyed
-            self.events.append(
-                LifetimeEvent(
-                    Lifetime.INSTANCE_DESTROYED, now_ns, group, gone.owner, gone.uid, watches=len(gone.watches)
-                )
-            )
-        fresh_insts: list[Instance] = []
+            gone = self.instances.pop(group)
+            self._end(gone, now_ns)  # its last fd was closed: destroyed
+            self.destroyed.append((group, gone.state.gen if gone.state else None))
         for group, held in holders.items():
             f = facts[group]
-            inst = self.instances.get(group)
-            fresh = inst is None
-            if fresh:
-                if len(self.instances) >= self.max_instances:
-                    self.overflow += 1
+            inst: Instance | None = self.instances.get(group)
+            if inst is None:
+                # not seen born: counted from the state alone if the kernel side saw its init
+                born = f.state is not None and f.state.floor == 0
+                inst = self._new(group, f.uid, known=born, found_ns=now_ns)
+                if inst is None:
                     continue
-                inst = self.instances[group] = Instance(group, f.uid, found_ns=now_ns)
-                if not seeding:
-                    self.corrections["instance_missed"] += 1
-            assert inst is not None
+                inst.state = f.state
+            else:
+                inst = self._take_state(inst, f.state, now_ns)
+                if inst is None:
+                    continue
             inst.holders = tuple(sorted(held))
             inst.uid, inst.ucounts, inst.user_ns = f.uid, f.ucounts, f.user_ns
             inst.q_len, inst.max_events = f.q_len, f.max_events
             self._sample_queue(inst)
-            if fresh:
-                fresh_insts.append(inst)
-        self._reread(fresh_insts, read, count=not seeding)
-        fresh_groups = {i.group for i in fresh_insts}
-        self.users = users
+
+    def _by_user(self) -> dict[int, list[Instance]]:
         by_user: dict[int, list[Instance]] = {}
         for inst in self.instances.values():
             by_user.setdefault(inst.ucounts, []).append(inst)
-        stale: list[Instance] = []
-        for uc, insts in by_user.items():
-            kernel = users.get(uc)
-            if kernel is None:
+        return by_user
+
+    def _differing(self, files: list[InstanceFile], full: bool) -> list[Instance]:
+        """Known instances of users whose count differs from the kernel's (all with
+        `full`), if none of their calls is in flight in this read."""
+        states = {f.group: f.state for f in files}
+        out: list[Instance] = []
+        for uc, insts in self._by_user().items():
+            kernel = self.users.get(uc)
+            if kernel is None or not all(i.known for i in insts):
                 continue
-            if full or sum(len(i.watches) for i in insts) != kernel.watches:
-                stale.extend(i for i in insts if i.group not in fresh_groups)
-        self._reread(stale, read)
+            if not full and sum(i.count for i in insts) == kernel.watches:
+                continue
+            if all(_calm(i.state, states.get(i.group, i.state)) for i in insts):
+                out.extend(insts)
+        return out
+
+    def _read_and_settle(self, insts: list[Instance], read: WatchReader, kernel: KernelReader, seeding: bool) -> None:
+        """fdinfo of `insts`, then the kernel state again: settle each one whose
+        read the calls allow (see Instance.settle); count what changed."""
+        before = {i.group: i.state for i in insts}
+        truths = read([i.holders for i in insts])
+        after = {f.group: f.state for f in kernel()}
+        for inst, truth in zip(insts, truths, strict=True):
+            if truth is None or inst.group not in after or self.instances.get(inst.group) is not inst:
+                continue
+            a, b = before[inst.group], after[inst.group]
+            calm = _calm(a, b)
+            if not _pre_steady(a, b) or (inst.known and not calm):
+                continue  # a call moved it during the read: next sample
+            was_known, old = inst.known, inst.count
+            if not was_known and not seeding and not (b is not None and b.floor == 0):
+                self.corrections["instance_missed"] += 1  # the kernel side did not see it born
+            inst.settle(truth, b, calm)
+            if was_known:
+                self._count(inst, old, truth)
+            inst.watches = truth
+
+    def _count(self, inst: Instance, old: int, truth: dict[int, int]) -> None:
+        diff = inst.count - old
+        if diff < 0:
+            self.corrections["watch_removed_by_kernel"] -= diff
+        elif diff > 0:
+            self.corrections["watch_missed"] += diff
+        self.events.extend(
+            LifetimeEvent(Lifetime.WATCH_REMOVED, self._now_ns, inst.group, inst.owner, inst.uid, wd, inst.watches[wd])
+            for wd in sorted(inst.watches.keys() - truth.keys())
+        )
+
+    def reconcile(
+        self,
+        files: list[InstanceFile],
+        read: WatchReader,
+        kernel: KernelReader,
+        *,
+        full: bool = False,
+        seeding: bool = False,
+        now_ns: int = 0,
+    ) -> None:
+        """Bring the model in line with the kernel (see the module docstring).
+
+        files: the iterator's read for this sample; kernel: reads it again
+        (around an fdinfo read, to know whether any call ran meanwhile).
+        full: re-read every quiet instance's watches, not only those of users
+        whose counts differ. seeding: the first reconcile; what it finds is
+        not a correction. now_ns: the time stamped on the events this finds.
+        """
+        self._now_ns = now_ns
+        self._ingest(files, seeding, now_ns)
+        unknown = [i for i in self.instances.values() if not i.known]
+        differing = self._differing(files, full)
+        if differing and not seeding:
+            # a count differs with nothing in flight: look again before reading
+            # fdinfo, so a call that ran between two files of this read is not it
+            again = {f.group: f.state for f in kernel()}
+            differing = [i for i in differing if _calm(i.state, again.get(i.group))]
+        if unknown or differing:
+            self._read_and_settle(unknown + differing, read, kernel, seeding)
+        self._drift()
+
+    def _drift(self) -> None:
+        by_user = self._by_user()
         self.drift = {
-            "instances": sum(abs(k.instances - len(by_user.get(uc, ()))) for uc, k in users.items()),
-            "watches": sum(
-                abs(k.watches - sum(len(i.watches) for i in by_user.get(uc, ()))) for uc, k in users.items()
-            ),
+            "instances": sum(abs(k.instances - len(by_user.get(uc, ()))) for uc, k in self.users.items()),
+            "watches": sum(abs(k.watches - sum(i.count for i in by_user.get(uc, ()))) for uc, k in self.users.items()),
         }

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .lifetime import LifetimeEvent, LimitHit
+from .lifetime import LifetimeEvent, LimitHit, RecordsLost
 from .names import INIT1_FLAG_BITS, INOTIFY_MASK_BITS, bit_names, errno_name, open_flag_names
 from .records import InotifyCall, OpenCall, Syscall
 from .untrusted import escape
@@ -61,7 +61,9 @@ class Filter:
     comms: frozenset[bytes] = frozenset()
     uids: frozenset[int] = frozenset()
 
-    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent) -> bool:
+    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent | RecordsLost) -> bool:
+        if isinstance(rec, RecordsLost):
+            return True  # a gap concerns every reader, whatever it selects
         if isinstance(rec, LifetimeEvent):
             pids, uids = {rec.pid}, {rec.uid}
         else:
@@ -83,7 +85,9 @@ class Formatter:
     def header(self) -> str | None:
         return table_header() if self.table else None
 
-    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent) -> str:
+    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent | RecordsLost) -> str:
+        if isinstance(rec, RecordsLost):
+            return lost_row(rec, self.clock) if self.table else _dumps(lost_obj(rec, self.clock))
         if self.table:
             if isinstance(rec, LifetimeEvent):
                 return lifetime_row(rec, self.clock, self.ids)
@@ -117,6 +121,25 @@ def _limit_obj(hit: LimitHit) -> dict[str, Any]:
             for h in hit.top
         ],
     }
+
+
+def lost_obj(gap: RecordsLost, clock: Clock) -> dict[str, Any]:
+    """A gap: records the kernel could not deliver between `since` and `time`."""
+    return {
+        "time": clock.iso(gap.ts_ns),
+        "ts_ns": gap.ts_ns,
+        "event": "records_lost",
+        "lost": gap.lost,
+        "reason": gap.reason,
+        "since": clock.iso(gap.since_ns),
+        "since_ns": gap.since_ns,
+    }
+
+
+def lost_row(gap: RecordsLost, clock: Clock) -> str:
+    obj = lost_obj(gap, clock)
+    cells = (obj["time"][11:23], "-", "-", "-", "-", "records_lost", "-", "-")
+    return _row(cells, f"lost={gap.lost} reason={gap.reason} since={obj['since'][11:23]}")
 
 
 def lifetime_obj(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,7 +194,7 @@ class Program:
     def __init__(
         self,
         sysfs: str = "/sys",
-        ringbuf_pages: int = 256,
+        ringbuf_pages: int = 4096,
         extra_cflags: list[str] | None = None,
         stream_opens: bool = False,
     ) -> None:
@@ -232,9 +232,10 @@ class Program:
         self.probes: list[ProbeStatus] = []
         self._ring_cb: Any = None
         self._iter_link: int | None = None
+        self._sweep: dict[int, int] = {}  # group -> gen: not live at the last sweep
 
     @staticmethod
-    def render(sysfs: str = "/sys", ringbuf_pages: int = 256) -> str:
+    def render(sysfs: str = "/sys", ringbuf_pages: int = 4096) -> str:
         """The final program text with every -D spelled out (bcc's --ebpf)."""
         offsets = resolve_offsets(os.path.join(sysfs, "kernel/btf/vmlinux"))
         defines = [f"#define {name} {value}" for name, value in sorted(offsets.items())]
@@ -402,10 +403,13 @@ class Program:
 
     # -- reading -----------------------------------------------------------
 
-    def open_ring(self, on_record: Callable[[bytes], None]) -> None:
+    def open_ring(self, on_record: Callable[[bytes], bool]) -> None:
+        """on_record(data) -> True to stop this drain after the record (libbpf
+        counts it consumed): a producer faster than us must not keep one
+        drain going for ever while the main loop waits to turn."""
+
         def cb(_ctx: Any, data: Any, size: int) -> int:
-            on_record(ctypes.string_at(data, size))
-            return 0
+            return -1 if on_record(ctypes.string_at(data, size)) else 0
 
         self._ring_cb = cb
         self.bpf[b"events"].open_ring_buffer(cb)
@@ -439,9 +443,30 @@ class Program:
         for word, bits in words.items():
             table[table.Key(word)] = table.Leaf(table[table.Key(word)].value | bits)
 
-    def read_lost(self) -> list[int]:
+    def read_lost(self, reasons: Iterable[int] = range(LOST_MAX)) -> list[int]:
         table = self.bpf[b"lost"]
-        return [int(table.sum(table.Key(i)).value) for i in range(LOST_MAX)]
+        return [int(table.sum(table.Key(i)).value) for i in reasons]
+
+    def forget_group(self, group: int, gen: int | None) -> None:
+        """Delete a destroyed instance's state, unless a new lifetime replaced it."""
+        table = self.bpf[b"gstate"]
+        key = table.Key(group)
+        try:
+            if gen is None or table[key].gen == gen:
+                del table[key]
+        except KeyError:
+            pass
+
+    def sweep_groups(self, live: Callable[[int], bool]) -> None:
+        """Delete the state of instances `live` does not know: those created
+        and destroyed between two samples. Two sweeps apart, with the same gen,
+        so an instance born since the last sample is never touched."""
+        table = self.bpf[b"gstate"]
+        now = {int(k.value): int(v.gen) for k, v in table.items() if not live(int(k.value))}
+        for group, gen in now.items():
+            if self._sweep.get(group) == gen:
+                self.forget_group(group, gen)
+        self._sweep = {g: gen for g, gen in now.items() if self._sweep.get(g) != gen}
 
     def read_instances(self) -> bytes:
         """Run the task_file iterator once: every inotify file in every fd table.

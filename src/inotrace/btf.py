@@ -177,6 +177,7 @@ FIELDS: tuple[Field, ...] = (
     Field("OFF_GROUP_Q_LEN", "fsnotify_group", "q_len"),
     Field("OFF_GROUP_MAX_EVENTS", "fsnotify_group", "max_events"),
     Field("OFF_GROUP_UCOUNTS", "fsnotify_group", "inotify_data.ucounts"),
+    Field("OFF_GROUP_IDR_NEXT", "fsnotify_group", "inotify_data.idr.idr_next"),
     Field("OFF_UCOUNTS_NS", "ucounts", "ns"),
     Field("OFF_UCOUNTS_UID", "ucounts", "uid"),
     Field("OFF_UCOUNTS_UCOUNT", "ucounts", "ucount"),

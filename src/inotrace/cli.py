@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("inotrace")
 
-POLL_MS = 10  # also bounds how long a scrape waits for the main loop
+POLL_MS = 10
+DEFAULT_RINGBUF_PAGES = 4096
+FINAL_DRAINS = 64
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +91,23 @@ def _positive(value: str) -> int:
     return n
 
 
+def _whole(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value!r}")
+    return n
+
+
+def _power_of_two(value: str) -> int:
+    n = _positive(value)
+    if n & (n - 1) or n > 1 << 18:
+        raise argparse.ArgumentTypeError(f"must be a power of two up to 262144: {value!r}")
+    return n
+
+
 def _seconds(value: str) -> float:
     try:
         n = float(value)
@@ -111,9 +130,18 @@ def _add_accounting(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reconcile-interval",
         dest="reconcile_interval",
-        type=_positive,
-        default=30,
-        help="seconds between full reconciles of every instance's watches with fdinfo (default: %(default)s)",
+        type=_whole,
+        default=0,
+        help="seconds between full re-reads of every quiet instance's watches from fdinfo, a check the "
+        "counts do not need (default: %(default)s, never)",
+    )
+    p.add_argument(
+        "--ringbuf-pages",
+        dest="ringbuf_pages",
+        type=_power_of_two,
+        default=DEFAULT_RINGBUF_PAGES,
+        help="size of the BPF ring buffer that carries records, in pages, a power of two "
+        "(default: %(default)s, 16 MiB: a 200k-directory recursive set-up without a loss)",
     )
     p.add_argument(
         "--max-tracked-instances",
@@ -240,7 +268,7 @@ def _run_tracer(
     from .tracer import Tracer  # noqa: PLC0415
 
     _require_privileges()
-    program = Program(sysfs=args.sysfs, stream_opens=getattr(args, "opens", False))
+    program = Program(sysfs=args.sysfs, ringbuf_pages=args.ringbuf_pages, stream_opens=getattr(args, "opens", False))
     tracer = None
     try:
         program.attach(args.probes)
@@ -259,8 +287,12 @@ def _run_tracer(
         while not _loop["stop"]:
             for rec in tracer.poll(POLL_MS):
                 sink(rec)
-        for rec in tracer.poll(0):  # what the ring still holds
-            sink(rec)
+        for _ in range(FINAL_DRAINS):  # what the ring still holds (a busy host keeps filling it)
+            tail = tracer.poll(0, final=True)
+            for rec in tail:
+                sink(rec)
+            if not tail:
+                break
         log.info("signal received, detaching probes")
     except _Stop:
         log.info("signal received, detaching probes")
@@ -373,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ebpf:
             from .bpf_program import Program  # noqa: PLC0415
 
-            print(Program.render(sysfs=args.sysfs))
+            print(Program.render(sysfs=args.sysfs, ringbuf_pages=args.ringbuf_pages))
             return 0
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)

@@ -54,3 +54,16 @@ class LimitHit:
     used: int  # the kernel's counter at the last reconcile (-1 unknown)
     limit: int  # its user namespace's limit (-1 unknown)
     top: tuple[Holder, ...]
+
+
+@dataclass(frozen=True)
+class RecordsLost:
+    """Records the kernel side could not deliver: a gap in the audit stream.
+
+    Counts and gauges do not depend on records, so they stay exact; what
+    is missing is the detail of the calls in the gap."""
+
+    ts_ns: int  # CLOCK_MONOTONIC when the loss was seen
+    since_ns: int  # the check before: the gap lies between the two
+    lost: int
+    reason: str  # LostReason label: ringbuf_full, inflight_full

@@ -130,7 +130,7 @@ def render_accounting(
             continue
         row = per_proc.setdefault((inst.owner, inst.uid), [0, 0, 0])
         row[0] += 1
-        row[1] += len(inst.watches)
+        row[1] += inst.count
         row[2] = max(row[2], inst.q_len)
     comm = {tgid: comm_of(tgid) for tgid, _ in per_proc}
     comms.admit((comm[tgid], v[1] + v[0]) for (tgid, _), v in per_proc.items())

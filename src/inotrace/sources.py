@@ -27,7 +27,7 @@ from .tracer import Tracer, user_ns_inode
 from .untrusted import escape_text
 
 # BPF maps whose fill `inotrace_bpf_map_entries` shows against their capacity.
-WATCHED_MAPS = ("counts", "inflight", "open_counts", "iou_opens")
+WATCHED_MAPS = ("counts", "inflight", "open_counts", "iou_opens", "gstate")
 
 
 def calls(tracer: Tracer, comms: LabelCap) -> Source:
@@ -49,7 +49,7 @@ def accounting(
     tracer: Tracer, comms: LabelCap, top_n: int, container_of: Callable[[int], tuple[str, str]] | None = None
 ) -> Source:
     def collect() -> list[Metric]:
-        tracer.sync()
+        tracer.refresh()
         sysctl = fdinfo.read_inotify_limits(tracer.procfs)
         limits = Limits(
             user_ns=user_ns_inode(tracer.procfs),

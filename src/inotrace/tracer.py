@@ -6,7 +6,6 @@ import errno
 import functools
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -17,13 +16,13 @@ from . import fdinfo, selftest
 from .accounting import Accounting
 from .bpf_program import Program
 from .errors import InotraceError
-from .lifetime import Lifetime, LifetimeEvent, LimitHit
-from .records import DecodeError, InotifyCall, OpenCall, Syscall, decode_any, decode_instances
+from .lifetime import Lifetime, LifetimeEvent, LimitHit, RecordsLost
+from .records import DecodeError, InotifyCall, InstanceFile, LostReason, OpenCall, Syscall, decode_any, decode_instances
 from .untrusted import escape_text
 
 log = logging.getLogger(__name__)
 
-Record = InotifyCall | OpenCall | LifetimeEvent
+Record = InotifyCall | OpenCall | LifetimeEvent | RecordsLost
 Sink = Callable[[Record], None]
 
 # errno -> the per-user limit it can mean (EMFILE is also RLIMIT_NOFILE: the
@@ -38,7 +37,16 @@ LIMIT_SAMPLE_S = 0.1
 
 SELFTEST_TIMEOUT_S = 5.0
 NOBODY = 65534
-SYNC_TIMEOUT_S = 5.0
+# Losses that leave a gap in the audit stream (said there as records_lost).
+GAP_REASONS = (LostReason.RINGBUF, LostReason.INFLIGHT)
+# How often the kernel side's per-instance state is swept of dead instances
+# (those gone between two samples, never seen by one).
+SWEEP_S = 10.0
+# Records taken per ring drain at most (~10 ms of work), and how often the
+# kernel's loss counters are looked at for records_lost (each look is a few
+# map reads).
+DRAIN_BATCH = 8192
+GAP_CHECK_S = 0.05
 
 
 def user_ns_inode(procfs: str) -> int:
@@ -52,9 +60,9 @@ def user_ns_inode(procfs: str) -> int:
 class Tracer:
     """Owns the ring buffer (main thread only) and the live accounting model.
 
-    libbpf's ring buffer consumer must not run in two threads at once, so a
-    scrape does not drain it itself: it asks the main loop (sync()), which
-    drains, applies, reconciles with the kernel and answers.
+    The ring is drained by the main loop only. A scrape does not need it
+    drained: the counts come from the kernel side, so it samples the kernel
+    itself (refresh()), sharing samples with scrapes that arrive together.
     """
 
     def __init__(
@@ -79,21 +87,29 @@ class Tracer:
         self._backlog: list[InotifyCall | OpenCall] = []
         self.accounting = Accounting(max_instances)
         self.lock = threading.Lock()  # guards accounting
-        self._requests: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
-        self._reconcile_interval = reconcile_interval
-        self._next_full = 0.0
+        self._sample_lock = threading.Lock()  # one sample at a time; scrapes share them
+        self._sampled_at = 0.0  # when the last sample started
+        self._reconcile_interval = reconcile_interval  # 0: never a full re-read
+        self._next_full = reconcile_interval or float("inf")
+        self._next_sweep = 0.0
+        self._gaps: list[RecordsLost] = []
+        self._gap_seen = [0] * len(GAP_REASONS)
+        self._gap_checked = time.monotonic_ns()
         self._sample_interval = sample_interval
         self._next_sample = 0.0
         self._limit_sampled = 0.0
-        self._lost_seen = 0
         self._comms: dict[int, bytes] = {}  # raw, as the process set it
         self._own_user_ns = user_ns_inode(procfs)
         self.overflows: dict[tuple[bytes, int], int] = {}  # (owner comm, uid) -> episodes
         self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fdinfo")
-        program.open_ring(self._raw.append)
+        program.open_ring(self._take)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    def _take(self, data: bytes) -> bool:
+        self._raw.append(data)
+        return len(self._raw) >= DRAIN_BATCH
 
     def _drain(self, timeout_ms: int) -> list[InotifyCall | OpenCall]:
         self.program.poll(timeout_ms)
@@ -108,24 +124,45 @@ class Tracer:
                 log.warning("undecodable ring buffer record: %s", e)
         return calls
 
-    def poll(self, timeout_ms: int) -> list[Record]:
-        """Main loop step: new calls (applied to the model), then what reconciling found."""
+    def poll(self, timeout_ms: int, final: bool = False) -> list[Record]:
+        """Main loop step: new calls (applied to the model), then what sampling
+        found. `final`: the last steps before detaching (every loss said)."""
         calls = self._backlog + self._drain(timeout_ms)
         self._backlog = []
+        self._check_gaps(force=final)
         with self.lock:
             calls = self._apply(calls)
         now = time.monotonic()
-        due = now >= self._next_full
-        if due or now >= self._next_sample or not self._requests.empty():
-            more = self._drain(0)
-            with self.lock:
-                calls += self._apply(more)
-                self._reconcile(full=due)
-            while not self._requests.empty():
-                self._requests.get().set()
+        if now >= self._next_sample or now >= self._next_full:
+            self.refresh()
         with self.lock:
-            events = self._take_events()
+            events: list[Record] = [*self._gaps, *self._take_events()]
+            self._gaps = []
         return [*calls, *events]
+
+    def _check_gaps(self, force: bool = False) -> None:
+        """A records_lost record for each new loss, where the stream has the gap."""
+        now = time.monotonic_ns()
+        if not force and now - self._gap_checked < GAP_CHECK_S * 1e9:
+            return
+        for i, (reason, n) in enumerate(zip(GAP_REASONS, self.program.read_lost(GAP_REASONS), strict=True)):
+            if n > self._gap_seen[i]:
+                self._gaps.append(RecordsLost(now, self._gap_checked, n - self._gap_seen[i], reason.label))
+                self._gap_seen[i] = n
+        self._gap_checked = now
+
+    def refresh(self) -> None:
+        """Compare the model with the kernel now (the main loop, and each scrape).
+
+        Scrapes arriving together share: whoever waited while a sample ran
+        takes the next one only if that one started before it arrived."""
+        arrived = time.monotonic()
+        with self._sample_lock:
+            if self._sampled_at >= arrived:
+                return
+            self._sampled_at = time.monotonic()
+            with self.lock:
+                self._reconcile(full=self._sampled_at >= self._next_full)
 
     def _apply(self, calls: list[InotifyCall | OpenCall]) -> list[InotifyCall | OpenCall]:
         """Apply calls in order; a limit failure carries the model's state at that
@@ -144,7 +181,7 @@ class Tracer:
                     now = time.monotonic()
                     if now - self._limit_sampled >= LIMIT_SAMPLE_S:
                         self._limit_sampled = now
-                        self._reconcile()
+                        self._reconcile()  # under self.lock, as every sample
                     hits[key] = self._limit_hit(resource, call.euid)
                 out.append(replace(call, limit=hits[key]))
                 continue
@@ -155,8 +192,7 @@ class Tracer:
 
     def _limit_hit(self, resource: str, uid: int) -> LimitHit:
         acc = self.accounting
-        mine = [i for i in acc.instances.values() if i.uid == uid]
-        used = len(mine) if resource == "instances" else sum(len(i.watches) for i in mine)
+        used = acc.used(uid, resource)
         kernel = acc.user(uid)
         if kernel is None or kernel.user_ns == self._own_user_ns:
             # the sysctl now: the kernel's copy is as old as the last sample
@@ -186,26 +222,39 @@ class Tracer:
             return [read_one(h) for h in instances]
         return list(self._pool.map(read_one, instances))
 
+    def _kernel(self) -> list[InstanceFile]:
+        return decode_instances(self.program.read_instances())
+
     def _reconcile(self, full: bool = False, seeding: bool = False) -> None:
-        lost = sum(self.program.read_lost())
-        if lost != self._lost_seen:
-            full = True  # a call the model never saw may hide behind equal counts
-            self._lost_seen = lost
-        files = decode_instances(self.program.read_instances())
+        files = self._kernel()
         # Stamped after the kernel read: an init record older than this, still
         # in flight, describes an instance this read already found.
         now_ns = time.monotonic_ns()
-        self.accounting.reconcile(files, self._read_watches, full=full, seeding=seeding, now_ns=now_ns)
-        if full:
+        acc = self.accounting
+        acc.reconcile(files, self._read_watches, self._kernel, full=full, seeding=seeding, now_ns=now_ns)
+        if full and self._reconcile_interval:
             self._next_full = now_ns / 1e9 + self._reconcile_interval
         self._next_sample = now_ns / 1e9 + self._sample_interval
+        self._forget_dead(now_ns / 1e9)
         # Name the owners of what this found before forgetting exited ones.
-        self.accounting.events = [self._named(ev) for ev in self.accounting.events]
+        acc.events = [self._named(ev) for ev in acc.events]
         if full:
             self._comms.clear()  # exec changes a process's comm; re-read them
-        owners = {inst.owner for inst in self.accounting.instances.values()}
+        owners = {inst.owner for inst in acc.instances.values()}
         for tgid in self._comms.keys() - owners:
             del self._comms[tgid]
+
+    def _forget_dead(self, now: float) -> None:
+        """Drop the kernel side's state of destroyed instances (a live one
+        at a reused address is spared: init gave it a new gen)."""
+        acc = self.accounting
+        for group, gen in acc.destroyed:
+            self.program.forget_group(group, gen)
+        acc.destroyed = []
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_S
+            live = acc.instances.keys()
+            self.program.sweep_groups(lambda group: group in live)
 
     def _named(self, ev: LifetimeEvent) -> LifetimeEvent:
         return replace(ev, comm=self._comm_raw(ev.pid)) if ev.pid and not ev.comm else ev
@@ -214,13 +263,6 @@ class Tracer:
         """Probes are attached: take the kernel's state, then follow events."""
         with self.lock:
             self._reconcile(full=True, seeding=True)
-
-    def sync(self) -> None:
-        """From another thread: wait until the main loop has drained and reconciled."""
-        done = threading.Event()
-        self._requests.put(done)
-        if not done.wait(SYNC_TIMEOUT_S):
-            raise TimeoutError("main loop did not answer")
 
     def self_test(self) -> None:
         """Refuse to run if BPF's reads of our own task disagree with /proc."""
