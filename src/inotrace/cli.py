@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn
 
 from . import DEFAULT_LISTEN, __version__
 from .errors import InotraceError
@@ -250,13 +250,6 @@ def _require_privileges() -> None:
     raise InotraceError("must run as root (or with CAP_BPF and CAP_PERFMON) to load BPF programs")
 
 
-def _open_log(path: str) -> TextIO:
-    try:
-        return open(path, "a", buffering=1)
-    except OSError as e:
-        raise InotraceError(f"cannot open event log {path}: {e.strerror}") from e
-
-
 def _run_tracer(
     args: argparse.Namespace,
     started: Callable[[Tracer], None],
@@ -322,6 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from . import sources  # noqa: PLC0415
     from .audit import Formatter  # noqa: PLC0415
+    from .auditlog import AuditLog  # noqa: PLC0415
     from .exporter import Exporter  # noqa: PLC0415
     from .labels import LabelCap  # noqa: PLC0415
     from .metrics import InotraceCollector  # noqa: PLC0415
@@ -330,7 +324,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     state = {"ready": False}
     # Bind first: a taken port should fail before seconds of BPF compiling.
     exporter = Exporter(args.listen, args.telemetry_path, registry, ready=lambda: state["ready"])
-    log_file = _open_log(args.log_events) if args.log_events else None
+    log_file = AuditLog(args.log_events) if args.log_events else None
+    if log_file is not None:
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: log_file.request_reopen())  # logrotate
     container_of = _container_labels(args)
     fmt = Formatter(container_of=container_of)
 
@@ -343,6 +339,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "opens": sources.opens(tracer, comms),
                     "accounting": sources.accounting(tracer, comms, args.top_processes, container_of),
                     "exporter": sources.exporter(tracer),
+                    "audit_log": sources.audit_log(log_file),
                 }
             )
         )
@@ -353,7 +350,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def sink(rec: Record) -> None:
         if log_file is not None:
-            log_file.write(fmt(rec) + "\n")
+            log_file.write(fmt(rec))
 
     try:
         _run_tracer(args, started, sink)
@@ -398,7 +395,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         args = build_parser().parse_args(argv)
         _configure_logging(args.log_level)

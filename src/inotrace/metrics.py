@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -329,6 +329,17 @@ def render_self(
         entries.add_metric([name], used)
         cap.add_metric([name], size)
     return [build, attached, lost_f, rec, bad, entries, cap]
+
+
+def render_audit_log(dropped: Mapping[str, int]) -> list[Metric]:
+    fam = CounterMetricFamily(
+        "inotrace_audit_records_dropped",
+        "audit records --log-events could not write (disk full, EIO...), by errno",
+        labels=["reason"],
+    )
+    for reason, n in sorted(dropped.items()):
+        fam.add_metric([reason], n)
+    return [fam]
 
 
 class InotraceCollector(Collector):

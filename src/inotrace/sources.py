@@ -10,6 +10,7 @@ from collections.abc import Callable
 from prometheus_client.core import Metric
 
 from . import fdinfo
+from .auditlog import AuditLog
 from .labels import LabelCap
 from .metrics import (
     CallCount,
@@ -18,6 +19,7 @@ from .metrics import (
     ProbeRow,
     Source,
     render_accounting,
+    render_audit_log,
     render_calls,
     render_opens,
     render_self,
@@ -78,5 +80,12 @@ def exporter(tracer: Tracer) -> Source:
         lost = {LostReason(i).label: v for i, v in enumerate(program.read_lost())}
         entries = {name: (len(program.bpf[name.encode()]), program.map_capacity(name)) for name in WATCHED_MAPS}
         return render_self(probes, lost, tracer.records, tracer.invalid, entries)
+
+    return collect
+
+
+def audit_log(log_file: AuditLog | None) -> Source:
+    def collect() -> list[Metric]:
+        return render_audit_log(log_file.dropped if log_file is not None else {})
 
     return collect
