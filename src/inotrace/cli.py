@@ -61,44 +61,25 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
 
 
-def _pid_list(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a pid: {value!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"not a pid: {value!r}")
-    return n
+def _integer(minimum: int, what: str, too_small: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum; one clear message otherwise."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: {value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{too_small}: {value!r}")
+        return n
+
+    return parse
 
 
-def _uid(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a numeric uid: {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"not a numeric uid: {value!r}")
-    return n
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value!r}")
-    return n
-
-
-def _whole(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value!r}")
-    return n
+_pid_list = _integer(1, "not a pid", "not a pid")
+_uid = _integer(0, "not a numeric uid", "not a numeric uid")
+_positive = _integer(1, "not a number", "must be at least 1")
+_whole = _integer(0, "not a number", "must not be negative")
 
 
 def _power_of_two(value: str) -> int:
