@@ -236,7 +236,7 @@ class Accounting:
         inst.state = state
         return inst
 
-    def _ingest(self, files: Iterable[InstanceFile], seeding: bool, now_ns: int) -> None:
+    def _ingest(self, files: Iterable[InstanceFile], now_ns: int) -> None:
         holders: dict[int, list[tuple[int, int]]] = {}
         facts: dict[int, InstanceFile] = {}
         users: dict[int, UserCounts] = {}
@@ -342,7 +342,7 @@ class Accounting:
         not a correction. now_ns: the time stamped on the events this finds.
         """
         self._now_ns = now_ns
-        self._ingest(files, seeding, now_ns)
+        self._ingest(files, now_ns)
         unknown = [i for i in self.instances.values() if not i.known]
         differing = self._differing(files, full)
         if differing and not seeding:
