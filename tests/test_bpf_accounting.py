@@ -350,25 +350,39 @@ def test_queue_overflow_of_a_stalled_consumer(exporter: str, events_log: Path, w
     assert path.read_text() == saved
 
 
+class _Lines:
+    """JSON records from a child's unbuffered stdout, read only as far as a condition needs."""
+
+    def __init__(self, proc: subprocess.Popen, pid: int) -> None:
+        self.fd = proc.stdout.fileno()  # type: ignore[union-attr]
+        self.pid = pid
+        self.seen: list[dict] = []
+        self.buf = b""
+
+    def until(self, what: str, done, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(self.seen):
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s; got {self.seen}"
+            if select.select([self.fd], [], [], 0.2)[0]:
+                self.buf += os.read(self.fd, 1 << 16)  # unbuffered: select must see every line
+                *lines, self.buf = self.buf.split(b"\n")
+                self.seen += [r for r in map(json.loads, lines) if r.get("pid") == self.pid]
+
+
 def test_trace_shows_lifetime_events(workdir: Path, scenarios) -> None:
     tr = Running(["trace", "--sample-interval=0.05"])
     try:
         tr.wait_for_log("tracing inotify calls")
         s = scenarios("dirs", workdir)
+        out = _Lines(tr.proc, s.proc.pid)
         os.rmdir(s.info["dirs"][0])
         os.utime(s.info["oneshot"])  # fires the IN_ONESHOT watch
-        time.sleep(0.3)
+        # the kernel's removals are seen by a calm sample; kill only after both are out,
+        # or the instance's end would take them along (slow under the lane's emulation)
+        out.until("2 watch_removed", lambda seen: sum(r["event"] == "watch_removed" for r in seen) >= 2)
         s.kill()  # kill -9 of the only holder: the instance ends with 11 watches
-        pid = s.proc.pid
-        seen: list[dict] = []
-        buf = b""
-        fd = tr.proc.stdout.fileno()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not any(r["event"] == "instance_destroyed" for r in seen):
-            if select.select([fd], [], [], 0.2)[0]:
-                buf += os.read(fd, 1 << 16)  # unbuffered: select must see every line
-                *lines, buf = buf.split(b"\n")
-                seen += [r for r in map(json.loads, lines) if r.get("pid") == pid]
+        out.until("instance_destroyed", lambda seen: any(r["event"] == "instance_destroyed" for r in seen))
+        seen = out.seen
     finally:
         assert tr.stop() == 0
     calls = [r for r in seen if r["event"] == "syscall"]
