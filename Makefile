@@ -29,6 +29,7 @@ bench: setup-test
 	$(VENV)/bin/python bench/accounting.py
 	$(VENV)/bin/python bench/opens.py
 	$(VENV)/bin/python bench/burst.py
+	$(VENV)/bin/python bench/scrapes.py
 
 # Kernel-matrix lane: Debian's 6.1 (kprobes) in a VM, tests per backend (kernels/README.md).
 test-kernels: setup-test

@@ -1,13 +1,17 @@
-"""The serving path under faults: logrotate of the audit log."""
+"""The serving path under faults: logrotate of the audit log, a scrape storm, a stalled loop."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +70,97 @@ def test_sighup_reopens_the_log(serve, tmp_path: Path) -> None:
     assert log_records(log, comm=second) and not log_records(log, comm=first)
     assert log_records(tmp_path / "events.jsonl.1", comm=first)
     proc.assert_alive()
+
+
+def counter(text: str, name: str) -> float:
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name)
+
+
+def scrape(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+STORM = 400
+
+
+@pytest.mark.parametrize("cap", [40, 1])
+def test_scrape_storm_is_answered_or_refused(serve, cap: int) -> None:
+    """400 scrapes at once: each one gets a whole exposition or a 503 saying
+    why, and every 503 is counted (40: the default; 1: the 503s for sure)."""
+    proc, url = serve(f"--web.max-requests={cap}")
+    go = threading.Barrier(STORM)
+    answers: list[tuple[int, str] | BaseException] = [OSError("not run")] * STORM
+
+    def one(i: int) -> None:
+        go.wait()
+        try:
+            answers[i] = scrape(url + "/metrics")
+        except BaseException as e:
+            answers[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(STORM)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    errors = [a for a in answers if isinstance(a, BaseException)]
+    assert not errors, f"{len(errors)} scrapes failed, e.g. {errors[:3]}"
+    codes = [a[0] for a in answers if not isinstance(a, BaseException)]
+    assert set(codes) <= {200, 503} and 200 in codes, sorted(set(codes))
+    if cap == 1:
+        assert 503 in codes
+    for code, body in answers:  # type: ignore[misc]
+        if code == 200:
+            assert counter(body, "inotrace_build_info") == 1
+        else:
+            assert body == f"limit of {cap} concurrent requests reached\n"
+    _status, text = scrape(url + "/metrics")
+    assert counter(text, "inotrace_http_requests_rejected_total") == codes.count(503)
+    proc.assert_alive()
+
+
+def test_healthy_fails_while_the_loop_is_stuck(serve, tmp_path: Path) -> None:
+    """The audit log is a pipe nobody reads: the main loop blocks writing to it.
+    /-/healthy says so (503) while /metrics still answers, and recovers once
+    the pipe is read again."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so serve's open does not block
+    draining = threading.Event()
+    drainer = threading.Thread(target=_drain, args=(reader, draining), daemon=True)
+    try:
+        proc, url = serve(f"--log-events={fifo}", "--sample-interval=0.05")
+        assert scrape(url + "/-/healthy") == (200, "ok\n")
+        calls(unique_comm("stuck"), 2000)  # ~400 KiB of records: far more than the pipe holds
+        deadline = time.monotonic() + 30
+        while (health := scrape(url + "/-/healthy"))[0] == 200:
+            assert time.monotonic() < deadline, "/-/healthy still 200 after 30 s of a stuck loop"
+            time.sleep(0.2)
+        assert health[0] == 503 and health[1].startswith("main loop has not turned for "), health
+        assert scrape(url + "/metrics")[0] == 200  # serving goes on; only the loop is stuck
+        drainer.start()
+        deadline = time.monotonic() + 30
+        while scrape(url + "/-/healthy")[0] != 200:
+            assert time.monotonic() < deadline, "/-/healthy not back to 200 30 s after the pipe was read"
+            time.sleep(0.2)
+        proc.assert_alive()
+    finally:
+        draining.set()  # the reader closes: a loop still writing gets EPIPE (dropped, counted), never blocks
+        if drainer.is_alive():
+            drainer.join()
+        else:
+            os.close(reader)
+
+
+def _drain(fd: int, done: threading.Event) -> None:
+    try:
+        while not done.is_set():
+            if select.select([fd], [], [], 0.1)[0]:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("inotrace")
 
 POLL_MS = 10
+# /-/healthy fails once the main loop has not turned for this many sample
+# intervals (at least HEALTH_MIN_S: one turn may hold a long sample).
+HEALTH_INTERVALS = 5
+HEALTH_MIN_S = 5.0
 DEFAULT_RINGBUF_PAGES = 4096
 FINAL_DRAINS = 64
 
@@ -148,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; localhost only unless told otherwise (default: %(default)s)",
     )
     serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="(default: %(default)s)")
+    serve.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=_whole,
+        default=40,
+        help="concurrent telemetry requests served at most; more get 503 at once, 0: no limit (default: %(default)s)",
+    )
     serve.add_argument(
         "--metrics.max-comms",
         dest="max_comms",
@@ -291,6 +303,16 @@ def _container_labels(args: argparse.Namespace) -> Callable[[int], tuple[str, st
     return container_of
 
 
+def _stalled(running: list[Tracer], sample_interval: float) -> str | None:
+    """/-/healthy: what is wrong with the main loop, if anything."""
+    if not running:
+        return None  # starting: alive, not ready
+    idle = time.monotonic() - running[0].turned_at
+    if idle <= max(HEALTH_INTERVALS * sample_interval, HEALTH_MIN_S):
+        return None
+    return f"main loop has not turned for {idle:.1f} s"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
@@ -302,9 +324,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .metrics import InotraceCollector  # noqa: PLC0415
 
     registry = CollectorRegistry()
-    state = {"ready": False}
+    running: list[Tracer] = []  # the tracer once the loop is about to run
     # Bind first: a taken port should fail before seconds of BPF compiling.
-    exporter = Exporter(args.listen, args.telemetry_path, registry, ready=lambda: state["ready"])
+    exporter = Exporter(
+        args.listen,
+        args.telemetry_path,
+        registry,
+        ready=lambda: bool(running),
+        healthy=lambda: _stalled(running, args.sample_interval),
+        max_requests=args.max_requests,
+    )
     log_file = AuditLog(args.log_events) if args.log_events else None
     if log_file is not None:
         signal.signal(signal.SIGHUP, lambda _sig, _frame: log_file.request_reopen())  # logrotate
@@ -321,11 +350,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "accounting": sources.accounting(tracer, comms, args.top_processes, container_of),
                     "exporter": sources.exporter(tracer),
                     "audit_log": sources.audit_log(log_file),
+                    "http": sources.http(exporter.cap),
                 }
             )
         )
         exporter.start()
-        state["ready"] = True
+        running.append(tracer)
         host, port = str(exporter.address[0]), exporter.address[1]
         log.info("serving on http://%s:%s%s", f"[{host}]" if ":" in host else host, port, args.telemetry_path)
 

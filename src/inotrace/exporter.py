@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from . import __version__
+from .coalesce import Coalesced
 from .errors import InotraceError
 
 
@@ -37,6 +38,9 @@ def parse_listen_address(value: str) -> tuple[str, int]:
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's listen backlog is 5: a burst of scrapes beyond it waits
+    # for SYN retransmits (1 s, 3 s...) before even reaching the 503 rule.
+    request_queue_size = 1024
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -63,29 +67,105 @@ LANDING = """<!doctype html>
 </body></html>
 """
 
-Health = Callable[[], bool]
+Ready = Callable[[], bool]
+# None when healthy, else what is wrong (the body of the 503)
+Health = Callable[[], str | None]
 
 
-def make_app(registry: CollectorRegistry, telemetry_path: str, ready: Health) -> Callable[..., Iterable[bytes]]:
+class RequestCap:
+    """`--web.max-requests` (node_exporter's flag and rule): telemetry requests
+    beyond this many in flight get a 503 at once rather than queueing behind
+    the others (a scrape storm must not pile up threads and latency); 0: no cap.
+    Rejections are counted for the exporter's own metrics."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rejected = 0
+        self._slots = threading.BoundedSemaphore(limit) if limit else None
+        self._lock = threading.Lock()  # for `rejected`: handlers run on many threads
+
+    def enter(self) -> bool:
+        if self._slots is None or self._slots.acquire(blocking=False):
+            return True
+        with self._lock:
+            self.rejected += 1
+        return False
+
+    def leave(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
+def _text(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+    return [body.encode()]
+
+
+Response = tuple[str, list[tuple[str, str]], bytes]
+# What a telemetry response depends on (format, compression, name[] filter).
+SHARE_KEYS = ("REQUEST_METHOD", "HTTP_ACCEPT", "HTTP_ACCEPT_ENCODING", "QUERY_STRING")
+# Distinct such requests whose renders are shared; others render alone (the
+# query string is the client's: the table must stay small).
+SHARED_MAX = 16
+
+
+def shared_renders(registry: CollectorRegistry, telemetry_path: str) -> Callable[[dict[str, Any]], Response]:
+    """client_python's exposition, rendered once for requests that arrive
+    together and ask for the same thing (see coalesce)."""
     metrics_app = make_wsgi_app(registry)
+    renders: dict[tuple[str, ...], Coalesced[Response]] = {}
+
+    def bake(environ: dict[str, Any]) -> Response:
+        head: list[Any] = []
+        body = b"".join(metrics_app(environ, lambda status, headers, exc_info=None: head.extend((status, headers))))
+        return head[0], head[1], body
+
+    def render(environ: dict[str, Any]) -> Response:
+        key = tuple(str(environ.get(k, "")) for k in SHARE_KEYS)
+        if key not in renders and len(renders) >= SHARED_MAX:
+            return bake(environ)
+        own = {"PATH_INFO": telemetry_path, **dict(zip(SHARE_KEYS, key, strict=True))}
+        return renders.setdefault(key, Coalesced(lambda: bake(own)))()
+
+    return render
+
+
+def make_app(
+    registry: CollectorRegistry, telemetry_path: str, ready: Ready, healthy: Health, cap: RequestCap
+) -> Callable[..., Iterable[bytes]]:
+    render = shared_renders(registry, telemetry_path)
     landing = LANDING.format(version=__version__, path=html.escape(telemetry_path)).encode()
+
+    def metrics(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not cap.enter():  # a request waiting for a shared render holds its slot too
+            busy = f"limit of {cap.limit} concurrent requests reached\n"
+            return _text(start_response, "503 Service Unavailable", busy)
+        try:
+            status, headers, body = render(environ)
+        finally:
+            cap.leave()
+        start_response(status, headers)
+        return [body]
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == telemetry_path:
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics(environ, start_response)
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [landing]
         if path == "/-/healthy":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
+            problem = healthy()
+            return (
+                _text(start_response, "503 Service Unavailable", f"{problem}\n")
+                if problem
+                else _text(start_response, "200 OK", "ok\n")
+            )
         if path == "/-/ready":
-            ok = ready()
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ready\n" if ok else b"not ready\n"]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found\n"]
+            if ready():
+                return _text(start_response, "200 OK", "ready\n")
+            return _text(start_response, "503 Service Unavailable", "not ready\n")
+        return _text(start_response, "404 Not Found", "not found\n")
 
     return app
 
@@ -93,11 +173,21 @@ def make_app(registry: CollectorRegistry, telemetry_path: str, ready: Health) ->
 class Exporter:
     """Binds at construction (so a taken port fails fast), serves on start()."""
 
-    def __init__(self, listen: str, telemetry_path: str, registry: CollectorRegistry, ready: Health) -> None:
+    def __init__(
+        self,
+        listen: str,
+        telemetry_path: str,
+        registry: CollectorRegistry,
+        *,
+        ready: Ready,
+        healthy: Health,
+        max_requests: int,
+    ) -> None:
         host, port = parse_listen_address(listen)
         if not telemetry_path.startswith("/") or telemetry_path == "/":
             raise InotraceError(f"bad telemetry path {telemetry_path!r}: must start with / and not be /", code=2)
-        app = make_app(registry, telemetry_path, ready)
+        self.cap = RequestCap(max_requests)
+        app = make_app(registry, telemetry_path, ready, healthy, self.cap)
         try:
             self._server = make_server(host, port, app, server_class=_server_class(host), handler_class=_QuietHandler)
         except OSError as e:

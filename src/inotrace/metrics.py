@@ -342,6 +342,15 @@ def render_audit_log(dropped: Mapping[str, int]) -> list[Metric]:
     return [fam]
 
 
+def render_http(rejected: int) -> list[Metric]:
+    fam = CounterMetricFamily(
+        "inotrace_http_requests_rejected",
+        "telemetry requests answered 503 because --web.max-requests were already in flight",
+    )
+    fam.add_metric([], rejected)
+    return [fam]
+
+
 class InotraceCollector(Collector):
     """Runs every source at each scrape, timing each one."""
 

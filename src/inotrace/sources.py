@@ -11,6 +11,7 @@ from prometheus_client.core import Metric
 
 from . import fdinfo
 from .auditlog import AuditLog
+from .exporter import RequestCap
 from .labels import LabelCap
 from .metrics import (
     CallCount,
@@ -21,6 +22,7 @@ from .metrics import (
     render_accounting,
     render_audit_log,
     render_calls,
+    render_http,
     render_opens,
     render_self,
 )
@@ -87,5 +89,12 @@ def exporter(tracer: Tracer) -> Source:
 def audit_log(log_file: AuditLog | None) -> Source:
     def collect() -> list[Metric]:
         return render_audit_log(log_file.dropped if log_file is not None else {})
+
+    return collect
+
+
+def http(cap: RequestCap) -> Source:
+    def collect() -> list[Metric]:
+        return render_http(cap.rejected)
 
     return collect

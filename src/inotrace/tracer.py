@@ -15,6 +15,7 @@ from dataclasses import replace
 from . import fdinfo, selftest
 from .accounting import Accounting
 from .bpf_program import Program
+from .coalesce import Coalesced
 from .errors import InotraceError
 from .lifetime import Lifetime, LifetimeEvent, LimitHit, RecordsLost
 from .records import DecodeError, InotifyCall, InstanceFile, LostReason, OpenCall, Syscall, decode_any, decode_instances
@@ -87,8 +88,7 @@ class Tracer:
         self._backlog: list[InotifyCall | OpenCall] = []
         self.accounting = Accounting(max_instances)
         self.lock = threading.Lock()  # guards accounting
-        self._sample_lock = threading.Lock()  # one sample at a time; scrapes share them
-        self._sampled_at = 0.0  # when the last sample started
+        self.refresh = Coalesced(self._sample)  # one sample at a time; scrapes arriving together share it
         self._reconcile_interval = reconcile_interval  # 0: never a full re-read
         self._next_full = reconcile_interval or float("inf")
         self._next_sweep = 0.0
@@ -97,6 +97,7 @@ class Tracer:
         self._gap_checked = time.monotonic_ns()
         self._sample_interval = sample_interval
         self._next_sample = 0.0
+        self.turned_at = time.monotonic()  # the main loop's last step (for /-/healthy)
         self._limit_sampled = 0.0
         self._comms: dict[int, bytes] = {}  # raw, as the process set it
         self._own_user_ns = user_ns_inode(procfs)
@@ -127,6 +128,7 @@ class Tracer:
     def poll(self, timeout_ms: int, final: bool = False) -> list[Record]:
         """Main loop step: new calls (applied to the model), then what sampling
         found. `final`: the last steps before detaching (every loss said)."""
+        self.turned_at = time.monotonic()
         calls = self._backlog + self._drain(timeout_ms)
         self._backlog = []
         self._check_gaps(force=final)
@@ -151,18 +153,11 @@ class Tracer:
                 self._gap_seen[i] = n
         self._gap_checked = now
 
-    def refresh(self) -> None:
-        """Compare the model with the kernel now (the main loop, and each scrape).
-
-        Scrapes arriving together share: whoever waited while a sample ran
-        takes the next one only if that one started before it arrived."""
-        arrived = time.monotonic()
-        with self._sample_lock:
-            if self._sampled_at >= arrived:
-                return
-            self._sampled_at = time.monotonic()
-            with self.lock:
-                self._reconcile(full=self._sampled_at >= self._next_full)
+    def _sample(self) -> None:
+        """Compare the model with the kernel now (as `refresh()`: the main loop
+        and each scrape, sharing with callers that arrive together)."""
+        with self.lock:
+            self._reconcile(full=time.monotonic() >= self._next_full)
 
     def _apply(self, calls: list[InotifyCall | OpenCall]) -> list[InotifyCall | OpenCall]:
         """Apply calls in order; a limit failure carries the model's state at that
@@ -263,6 +258,7 @@ class Tracer:
         """Probes are attached: take the kernel's state, then follow events."""
         with self.lock:
             self._reconcile(full=True, seeding=True)
+        self.turned_at = time.monotonic()  # a long seed is not a stalled loop
 
     def self_test(self) -> None:
         """Refuse to run if BPF's reads of our own task disagree with /proc."""
