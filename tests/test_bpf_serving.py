@@ -164,3 +164,42 @@ def _drain(fd: int, done: threading.Event) -> None:
                     os.read(fd, 1 << 16)
     finally:
         os.close(fd)
+
+
+def add_watch_series(url: str) -> dict[str, float]:
+    """inotrace_inotify_add_watch_total by comm (summed over uid and origin)."""
+    _status, text = scrape(url + "/metrics")
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "inotrace_inotify_add_watch_total":
+                out[s.labels["comm"]] = out.get(s.labels["comm"], 0.0) + s.value
+    return out
+
+
+CYCLE = (
+    "import ctypes,sys; l=ctypes.CDLL(None); fd=l.inotify_init1(0)\n"
+    "for i in range(int(sys.argv[2])):\n"
+    "    l.prctl(15, f'{sys.argv[1]}{i}'.encode(), 0, 0, 0)\n"
+    "    for _ in range(int(sys.argv[3])): l.inotify_add_watch(fd, b'/tmp', 2)"
+)
+
+
+def test_name_cycling_does_not_take_the_comm_slots_for_good(serve) -> None:
+    """A process cycles through 30 names (prctl), 100 add_watch calls each, and
+    takes all 5 slots; a comm that comes later and is busier still gets its
+    own series, exact, and no series goes down."""
+    proc, url = serve("--metrics.max-comms=5")
+    hostile = unique_comm("cy")[:10]
+    subprocess.run(["/usr/bin/python3", "-c", CYCLE, hostile, "30", "100"], check=True)
+    before = add_watch_series(url)
+    assert len(before.keys() - {"other"}) == 5 and all(c.startswith(hostile) for c in before.keys() - {"other"})
+    late = unique_comm("late")
+    calls(late, 300)
+    after = add_watch_series(url)
+    assert after.get(late) == 300, after
+    assert len(after.keys() - {"other"}) <= 5
+    for comm in before.keys() & after.keys():
+        assert after[comm] >= before[comm], comm
+    assert sum(after.values()) >= sum(before.values()) + 300  # the evicted one's count moved into other
+    proc.assert_alive()

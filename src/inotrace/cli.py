@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_comms",
         type=_positive,
         default=200,
-        help="distinct comm label values before the rest are folded into 'other' (default: %(default)s)",
+        help="comm label values with their own series, per metric group (calls, opens, watches held, queue "
+        "overflows); the rest are folded into 'other', and a quiet comm yields its place to a busier one "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--log-events",
@@ -320,7 +322,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .audit import Formatter  # noqa: PLC0415
     from .auditlog import AuditLog  # noqa: PLC0415
     from .exporter import Exporter  # noqa: PLC0415
-    from .labels import LabelCap  # noqa: PLC0415
     from .metrics import InotraceCollector  # noqa: PLC0415
 
     registry = CollectorRegistry()
@@ -341,13 +342,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     fmt = Formatter(container_of=container_of)
 
     def started(tracer: Tracer) -> None:
-        comms = LabelCap(args.max_comms)
         registry.register(
             InotraceCollector(
                 {
-                    "inotify_calls": sources.calls(tracer, comms),
-                    "opens": sources.opens(tracer, comms),
-                    "accounting": sources.accounting(tracer, comms, args.top_processes, container_of),
+                    "inotify_calls": sources.calls(tracer, args.max_comms),
+                    "opens": sources.opens(tracer, args.max_comms),
+                    "accounting": sources.accounting(tracer, args.max_comms, args.top_processes, container_of),
                     "exporter": sources.exporter(tracer),
                     "audit_log": sources.audit_log(log_file),
                     "http": sources.http(exporter.cap),
@@ -428,6 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `inotrace trace | head`: the reader left; not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # a bug: one line (the traceback at --log.level=debug), never a dump
+        log.debug("internal error", exc_info=True)
+        print(f"inotrace: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 70  # EX_SOFTWARE
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .accounting import Accounting
-from .labels import LabelCap
+from .labels import CounterFold, LabelCap
 from .names import errno_name
 from .records import CountKeyC, OpenKeyC, Origin, Syscall
 from .untrusted import escape_text
@@ -64,35 +64,23 @@ class CallCount:
         )
 
 
-def render_calls(rows: Sequence[CallCount], comms: LabelCap) -> list[Metric]:
-    """The inotify call counters, with comm capped through `comms`."""
-    comms.admit((r.comm, r.value) for r in rows)
-    ok: dict[str, dict[tuple[str, ...], int]] = {m: {} for m in CALL_HELP}
-    failed: dict[str, dict[tuple[str, ...], int]] = {m: {} for m in CALL_HELP}
-    for r in rows:
+def render_calls(rows: Sequence[CallCount], fold: CounterFold) -> list[Metric]:
+    """The inotify call counters, with comm capped through `fold`."""
+
+    def labels(r: CallCount) -> tuple[str, ...]:
         metric = CALL_METRICS[r.syscall]
-        comm = comms.label(r.comm)
-        if r.err:
-            key = (comm, str(r.uid), errno_name(r.err))
-            failed[metric][key] = failed[metric].get(key, 0) + r.value
-        else:
-            key = (comm, str(r.uid), r.origin.label)
-            ok[metric][key] = ok[metric].get(key, 0) + r.value
-    out: list[Metric] = []
+        return (metric, "err", str(r.uid), errno_name(r.err)) if r.err else (metric, "ok", str(r.uid), r.origin.label)
+
+    series = fold.fold((r.comm, labels(r), r.value) for r in rows)
+    fams: dict[tuple[str, str], CounterMetricFamily] = {}
     for metric, help_text in CALL_HELP.items():
-        fam = CounterMetricFamily(f"inotrace_{metric}", help_text, labels=["comm", "uid", "origin"])
-        for labels, value in sorted(ok[metric].items()):
-            fam.add_metric(list(labels), value)
-        out.append(fam)
-        err = CounterMetricFamily(
-            f"inotrace_{metric}_errors",
-            f"{metric} calls that failed, by errno",
-            labels=["comm", "uid", "errno"],
+        fams[metric, "ok"] = CounterMetricFamily(f"inotrace_{metric}", help_text, labels=["comm", "uid", "origin"])
+        fams[metric, "err"] = CounterMetricFamily(
+            f"inotrace_{metric}_errors", f"{metric} calls that failed, by errno", labels=["comm", "uid", "errno"]
         )
-        for labels, value in sorted(failed[metric].items()):
-            err.add_metric(list(labels), value)
-        out.append(err)
-    return out
+    for (comm, metric, kind, uid, last), value in sorted(series.items()):
+        fams[metric, kind].add_metric([comm, uid, last], value)
+    return list(fams.values())
 
 
 @dataclass(frozen=True)
@@ -116,11 +104,13 @@ def render_accounting(
     limits: Limits,
     *,
     overflows: Sequence[tuple[str, int, int]] = (),
+    overflow_fold: CounterFold | None = None,
     container_of: Callable[[int], tuple[str, str]] | None = None,
 ) -> list[Metric]:
     """Current instances and watches: by comm/uid, per top process, per user, limits.
 
-    overflows: (owner comm, uid, episodes) of queue overflows seen so far.
+    overflows: (owner comm, uid, episodes) of queue overflows seen so far, their
+    comm capped through overflow_fold (a fresh one: the first scrape's view).
     container_of: pid -> (container_id, pod_uid), labels on the per-process gauges (--labels.container).
     """
     # A shared instance counts once, for its owner (lowest-numbered holder).
@@ -221,13 +211,9 @@ def render_accounting(
         "by owner comm and charged uid; sampled, so an overflow drained within one sample can be missed",
         labels=["comm", "uid"],
     )
-    comms.admit((c, n) for c, _, n in overflows)
-    by_label: dict[tuple[str, str], int] = {}
-    for c, uid, n in overflows:
-        key = (comms.label(c), str(uid))
-        by_label[key] = by_label.get(key, 0) + n
-    for labels, n in sorted(by_label.items()):
-        q_over.add_metric(list(labels), n)
+    overflow_fold = overflow_fold or CounterFold(comms.cap)
+    for (c, uid_s), n in sorted(overflow_fold.fold((c, (str(uid),), n) for c, uid, n in overflows).items()):
+        q_over.add_metric([c, uid_s], n)
     return [
         inst_f,
         watch_f,
@@ -261,30 +247,23 @@ class OpenCount:
         return cls(escape_text(key.comm, 64), key.uid, key.err, Origin(key.origin), value)
 
 
-def render_opens(rows: Sequence[OpenCount], comms: LabelCap) -> list[Metric]:
+def render_opens(rows: Sequence[OpenCount], fold: CounterFold) -> list[Metric]:
     """Opens counted in the kernel, by comm/uid and origin (errors by errno)."""
-    comms.admit((r.comm, r.value) for r in rows)
-    ok: dict[tuple[str, str, str], int] = {}
-    failed: dict[tuple[str, str, str], int] = {}
-    for r in rows:
-        comm = comms.label(r.comm)
-        table, key = (
-            (failed, (comm, str(r.uid), errno_name(r.err))) if r.err else (ok, (comm, str(r.uid), r.origin.label))
-        )
-        table[key] = table.get(key, 0) + r.value
+    series = fold.fold(
+        (r.comm, ("err", str(r.uid), errno_name(r.err)) if r.err else ("ok", str(r.uid), r.origin.label), r.value)
+        for r in rows
+    )
     opens = CounterMetricFamily(
         "inotrace_opens",
         "files opened (open, openat, openat2, creat, open_by_handle_at and io_uring opens that succeeded), "
         "by comm, effective uid and origin",
         labels=["comm", "uid", "origin"],
     )
-    for labels, value in sorted(ok.items()):
-        opens.add_metric(list(labels), value)
     errors = CounterMetricFamily(
         "inotrace_open_errors", "opens that failed, by comm, effective uid and errno", labels=["comm", "uid", "errno"]
     )
-    for labels, value in sorted(failed.items()):
-        errors.add_metric(list(labels), value)
+    for (comm, kind, uid, last), value in sorted(series.items()):
+        (errors if kind == "err" else opens).add_metric([comm, uid, last], value)
     return [opens, errors]
 
 
@@ -301,8 +280,10 @@ def render_self(
     records: int,
     invalid_records: int,
     map_entries: dict[str, tuple[int, int]],
+    *,
+    sample_errors: Mapping[str, int] | None = None,
 ) -> list[Metric]:
-    """The exporter's own health: probes, losses, map fill, build."""
+    """The exporter's own health: probes, losses, map fill, failed samples, build."""
     build = GaugeMetricFamily("inotrace_build_info", "inotrace build, value 1", labels=["version"])
     build.add_metric([__version__], 1)
     attached = GaugeMetricFamily(
@@ -328,7 +309,14 @@ def render_self(
     for name, (used, size) in sorted(map_entries.items()):
         entries.add_metric([name], used)
         cap.add_metric([name], size)
-    return [build, attached, lost_f, rec, bad, entries, cap]
+    failed = CounterMetricFamily(
+        "inotrace_sample_errors",
+        "samples of the kernel's inotify state that failed (the model waits for the next), by errno or 'undecodable'",
+        labels=["error"],
+    )
+    for kind, n in sorted((sample_errors or {}).items()):
+        failed.add_metric([kind], n)
+    return [build, attached, lost_f, rec, bad, entries, cap, failed]
 
 
 def render_audit_log(dropped: Mapping[str, int]) -> list[Metric]:
@@ -377,11 +365,14 @@ class InotraceCollector(Collector):
             start = time.perf_counter()
             try:
                 metrics = list(source())
-            except Exception:
+            except Exception as e:  # one source's failure must not fail the scrape
                 metrics = []
                 ok = 0
                 if name not in self._failed_before:
-                    log.exception("collector %s failed (logged once)", name)
+                    log.error(
+                        "collector %s failed: %s: %s (logged once, tried again each scrape)", name, type(e).__name__, e
+                    )
+                    log.debug("collector %s failure", name, exc_info=True)
                     self._failed_before.add(name)
             else:
                 ok = 1

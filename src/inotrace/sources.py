@@ -12,7 +12,7 @@ from prometheus_client.core import Metric
 from . import fdinfo
 from .auditlog import AuditLog
 from .exporter import RequestCap
-from .labels import LabelCap
+from .labels import CounterFold, LabelCap
 from .metrics import (
     CallCount,
     Limits,
@@ -34,24 +34,31 @@ from .untrusted import escape_text
 WATCHED_MAPS = ("counts", "inflight", "open_counts", "iou_opens", "gstate")
 
 
-def calls(tracer: Tracer, comms: LabelCap) -> Source:
+def calls(tracer: Tracer, max_comms: int) -> Source:
+    fold = CounterFold(max_comms)
+
     def collect() -> list[Metric]:
         rows = [CallCount.from_key(k, v) for k, v in tracer.program.read_counts()]
-        return render_calls(rows, comms)
+        return render_calls(rows, fold)
 
     return collect
 
 
-def opens(tracer: Tracer, comms: LabelCap) -> Source:
+def opens(tracer: Tracer, max_comms: int) -> Source:
+    fold = CounterFold(max_comms)
+
     def collect() -> list[Metric]:
-        return render_opens([OpenCount.from_key(k, v) for k, v in tracer.program.read_open_counts()], comms)
+        return render_opens([OpenCount.from_key(k, v) for k, v in tracer.program.read_open_counts()], fold)
 
     return collect
 
 
 def accounting(
-    tracer: Tracer, comms: LabelCap, top_n: int, container_of: Callable[[int], tuple[str, str]] | None = None
+    tracer: Tracer, max_comms: int, top_n: int, container_of: Callable[[int], tuple[str, str]] | None = None
 ) -> Source:
+    comms = LabelCap(max_comms, readmit=True)  # gauges: a comm back from `other` makes no counter jump
+    overflow_fold = CounterFold(max_comms)
+
     def collect() -> list[Metric]:
         tracer.refresh()
         sysctl = fdinfo.read_inotify_limits(tracer.procfs)
@@ -64,7 +71,14 @@ def accounting(
         with tracer.lock:
             overflows = [(escape_text(c, 64), uid, n) for (c, uid), n in tracer.overflows.items()]
             return render_accounting(
-                tracer.accounting, comms, tracer.comm_of, top_n, limits, overflows=overflows, container_of=container_of
+                tracer.accounting,
+                comms,
+                tracer.comm_of,
+                top_n,
+                limits,
+                overflows=overflows,
+                overflow_fold=overflow_fold,
+                container_of=container_of,
             )
 
     return collect
@@ -81,7 +95,9 @@ def exporter(tracer: Tracer) -> Source:
         ]
         lost = {LostReason(i).label: v for i, v in enumerate(program.read_lost())}
         entries = {name: (len(program.bpf[name.encode()]), program.map_capacity(name)) for name in WATCHED_MAPS}
-        return render_self(probes, lost, tracer.records, tracer.invalid, entries)
+        with tracer.lock:
+            failed = dict(tracer.sample_errors)
+        return render_self(probes, lost, tracer.records, tracer.invalid, entries, sample_errors=failed)
 
     return collect
 

@@ -18,6 +18,7 @@ from .bpf_program import Program
 from .coalesce import Coalesced
 from .errors import InotraceError
 from .lifetime import Lifetime, LifetimeEvent, LimitHit, RecordsLost
+from .names import errno_name
 from .records import DecodeError, InotifyCall, InstanceFile, LostReason, OpenCall, Syscall, decode_any, decode_instances
 from .untrusted import escape_text
 
@@ -71,7 +72,7 @@ class Tracer:
         program: Program,
         *,
         procfs: str = "/proc",
-        reconcile_interval: float = 30.0,
+        reconcile_interval: float = 0,
         max_instances: int = 1 << 20,
         sample_interval: float = 1.0,
     ) -> None:
@@ -102,6 +103,7 @@ class Tracer:
         self._comms: dict[int, bytes] = {}  # raw, as the process set it
         self._own_user_ns = user_ns_inode(procfs)
         self.overflows: dict[tuple[bytes, int], int] = {}  # (owner comm, uid) -> episodes
+        self.sample_errors: dict[str, int] = {}  # errno name or "undecodable" -> failed samples
         self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fdinfo")
         program.open_ring(self._take)
 
@@ -157,7 +159,23 @@ class Tracer:
         """Compare the model with the kernel now (as `refresh()`: the main loop
         and each scrape, sharing with callers that arrive together)."""
         with self.lock:
-            self._reconcile(full=time.monotonic() >= self._next_full)
+            self._guarded_reconcile(full=time.monotonic() >= self._next_full)
+
+    def _guarded_reconcile(self, full: bool = False) -> None:
+        """A sample that fails (the iterator's read, output it cannot decode)
+        is counted by kind and logged the first time; the model waits for the
+        next sample, one interval later, and serving goes on."""
+        try:
+            self._reconcile(full=full)
+        except (OSError, DecodeError) as e:
+            kind = errno_name(e.errno or 0) if isinstance(e, OSError) else "undecodable"
+            self.sample_errors[kind] = self.sample_errors.get(kind, 0) + 1
+            if self.sample_errors[kind] == 1:
+                log.warning("sampling the kernel's inotify state failed (%s): %s; retrying each interval", kind, e)
+            now = time.monotonic()
+            self._next_sample = now + self._sample_interval
+            if full and self._reconcile_interval:
+                self._next_full = now + self._reconcile_interval
 
     def _apply(self, calls: list[InotifyCall | OpenCall]) -> list[InotifyCall | OpenCall]:
         """Apply calls in order; a limit failure carries the model's state at that
@@ -176,7 +194,7 @@ class Tracer:
                     now = time.monotonic()
                     if now - self._limit_sampled >= LIMIT_SAMPLE_S:
                         self._limit_sampled = now
-                        self._reconcile()  # under self.lock, as every sample
+                        self._guarded_reconcile()  # under self.lock, as every sample
                     hits[key] = self._limit_hit(resource, call.euid)
                 out.append(replace(call, limit=hits[key]))
                 continue
