@@ -153,10 +153,13 @@ def serve_module() -> Iterator[callable]:
 
 
 def log_records(path: Path, **match: object) -> list[dict]:
-    """The JSON records of a --log-events file whose fields equal `match`."""
+    """The JSON records of a --log-events file whose fields equal `match`
+    (whole lines: the writer may be in the middle of one)."""
     if not path.exists():
         return []
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # a line being written may be read half-way: only whole lines count
+    lines = path.read_text().split("\n")[:-1]
+    recs = [json.loads(line) for line in lines if line.strip()]
     return [r for r in recs if all(r.get(k) == v for k, v in match.items())]
 
 
