@@ -141,11 +141,13 @@ class Inotrace:
     stderr: object = field(default=None)
 
     @classmethod
-    def start(cls, *extra: str) -> Inotrace:
+    def start(cls, *extra: str, src: str | None = None) -> Inotrace:
+        """src: another checkout's src/ to run instead of this one (--against)."""
         port = free_port()
         err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONPATH": src} if src else None
         proc = subprocess.Popen(
-            [*INOTRACE, "serve", f"--web.listen-address=127.0.0.1:{port}", *extra], stderr=err, cwd=ROOT
+            [*INOTRACE, "serve", f"--web.listen-address=127.0.0.1:{port}", *extra], stderr=err, cwd=ROOT, env=env
         )
         self = cls(proc, f"http://127.0.0.1:{port}/metrics", err)
         deadline = time.monotonic() + 120
@@ -225,6 +227,34 @@ def traced_burst(trees: list[str]) -> dict[str, object]:
     }
 
 
+def kernel_only_burst(trees: list[str]) -> dict[str, object]:
+    """inotrace's kernel side alone: its process stopped (SIGSTOP) for the
+    burst, with a ring that holds all of it, so nothing in user space competes
+    with the watcher for the CPUs (diagnostic: where the cost is)."""
+    tr = Inotrace.start("--ringbuf-pages=65536")
+    try:
+        tr.proc.send_signal(signal.SIGSTOP)
+        try:
+            return plain_burst(trees)
+        finally:
+            tr.proc.send_signal(signal.SIGCONT)
+    finally:
+        tr.stop()
+
+
+def unscraped_burst(trees: list[str], src: str | None = None) -> dict[str, object]:
+    """`inotrace serve` with no scrapes during the burst (diagnostic: the
+    cost of the 100 ms scraping the inotrace configuration measures under)."""
+    tr = Inotrace.start(src=src)
+    try:
+        cpu0 = cpu_seconds(tr.proc.pid)
+        res = plain_burst(trees)
+        time.sleep(1)  # the drain catches up (its CPU counts)
+        return {**res, "cpu_s": round(cpu_seconds(tr.proc.pid) - cpu0, 3)}
+    finally:
+        tr.stop()
+
+
 def plain_burst(trees: list[str]) -> dict[str, object]:
     w = Watchers(trees)
     w.stop()
@@ -241,7 +271,14 @@ def bpftrace_burst(trees: list[str]) -> dict[str, object]:
         bt.wait(timeout=30)
 
 
-CONFIGS = {"none": plain_burst, "inotrace": traced_burst, "bpftrace": bpftrace_burst}
+CONFIGS = {
+    "none": plain_burst,
+    "inotrace": traced_burst,
+    "bpftrace": bpftrace_burst,
+    "unscraped": unscraped_burst,
+    "kernel": kernel_only_burst,
+}
+DIAGNOSTIC = ["unscraped", "kernel"]
 
 
 def run_rounds(trees: list[str], rounds: int, configs: list[str]) -> dict[str, list[dict[str, object]]]:
@@ -251,7 +288,8 @@ def run_rounds(trees: list[str], rounds: int, configs: list[str]) -> dict[str, l
         for c in order:
             res = CONFIGS[c](trees)
             out[c].append(res)
-            print(f"  round {r + 1} {c:9} {res['seconds']:.2f} s", flush=True)
+            cpu = f"  (inotrace CPU {res['cpu_s']:.2f} s)" if "cpu_s" in res else ""
+            print(f"  round {r + 1} {c:9} {res['seconds']:.2f} s{cpu}", flush=True)
     return out
 
 
@@ -270,8 +308,9 @@ def summarize(name: str, runs: dict[str, list[dict[str, object]]]) -> dict[str, 
         "cpu_s_per_100k_records": statistics.median(float(r["cpu_s_per_100k_records"] or 0) for r in traced),
         "scrape_p99_ms": max(float(r["scrape_p99_ms"] or 0) for r in traced),
     }
-    if "bpftrace" in med:
-        summary["ratio_bpftrace"] = round(med["bpftrace"] / med["none"], 3)
+    for other in ("bpftrace", *DIAGNOSTIC, "against"):
+        if other in med:
+            summary[f"ratio_{other}"] = round(med[other] / med["none"], 3)
     print(f"\n{name}:")
     for k, v in summary.items():
         print(f"  {k:26} {v}")
@@ -285,11 +324,25 @@ def main() -> int:
     ap.add_argument("--big", type=int, default=1_000_000, help="directories in all for the many-watchers run (0: skip)")
     ap.add_argument("--watchers", type=int, default=10)
     ap.add_argument("--no-bpftrace", action="store_true")
+    ap.add_argument(
+        "--against",
+        metavar="SRC",
+        help="also run another checkout's src/ unscraped (an A/B in the same run: config 'against')",
+    )
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also: inotrace unscraped, and its kernel side alone (its process stopped for the burst)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("burst.py: run as root (it loads BPF, mounts a tmpfs and raises inotify limits)", file=sys.stderr)
         return 1
     configs = ["none", "inotrace"] + ([] if args.no_bpftrace or not shutil.which("bpftrace") else ["bpftrace"])
+    configs += DIAGNOSTIC if args.diagnose else []
+    if args.against:
+        CONFIGS["against"] = lambda trees: unscraped_burst(trees, src=args.against)
+        configs += ["against"] + ([] if "unscraped" in configs else ["unscraped"])
     saved = (LIMITS / "max_user_watches").read_text()
     base = tempfile.mkdtemp(prefix="inotrace-burst-")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g,nr_inodes=0", "inotrace-burst", base], check=True)

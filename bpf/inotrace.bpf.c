@@ -67,6 +67,13 @@
 #ifndef IOU_REQS_MAX
 #define IOU_REQS_MAX 10240
 #endif
+/* 1: add_watch records carry the pathname, for an audit stream (`trace`,
+ * `serve --log-events`). 0: `serve` alone, whose model needs no path:
+ * reading it and carrying it through the ring is much of what a recursive
+ * watcher's set-up pays per call. */
+#ifndef STREAM_PATHS
+#define STREAM_PATHS 1
+#endif
 /* 1: also stream every open to the ring (`trace --opens`); the entry hooks
  * that save the path pointer are only attached then. 0: count only. */
 #ifndef STREAM_OPENS
@@ -535,7 +542,7 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	rec->origin = origin;
 	rec->backend = in.backend;
 	bpf_get_current_comm(&rec->comm, sizeof(rec->comm));
-	if (syscall == INOTRACE_SC_INOTIFY_ADD_WATCH)
+	if (STREAM_PATHS && syscall == INOTRACE_SC_INOTIFY_ADD_WATCH)
 		path_len = read_user_path(rec->path, &rec->rec_flags, in.path);
 	submit(rec, offsetof(struct inotrace_inotify_rec, path), path_len);
 	return 0;

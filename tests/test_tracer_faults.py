@@ -18,11 +18,11 @@ class FailingProgram:
         self.outcomes = outcomes
         self.reads = 0
 
-    def open_ring(self, _take: object) -> None:
+    def open_ring(self) -> None:
         pass
 
-    def poll(self, _timeout_ms: int) -> None:
-        pass
+    def poll(self, _timeout_ms: int, _limit: int) -> list[bytes]:
+        return []
 
     def read_lost(self, reasons: tuple[object, ...]) -> list[int]:
         return [0] * len(reasons)

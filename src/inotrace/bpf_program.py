@@ -7,7 +7,6 @@ feature probes lie here, e.g. support_kfunc() says yes and loading fails).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.resources
 import logging
 import os
@@ -22,6 +21,7 @@ from .btf import offset_cflags, resolve_offsets
 from .errors import InotraceError
 from .memory import release_compiler_memory
 from .records import LOST_MAX, CountKeyC, OpenKeyC
+from .ringbuf import RingReader
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ class Program:
         ringbuf_pages: int = 4096,
         extra_cflags: list[str] | None = None,
         stream_opens: bool = False,
+        stream_paths: bool = True,
     ) -> None:
         self._bcc = _import_bcc()
         offsets = resolve_offsets(os.path.join(sysfs, "kernel/btf/vmlinux"))
@@ -213,6 +214,7 @@ class Program:
             f"-DSYSCALL_WRAPPER={wrapper}",
             f"-DRINGBUF_PAGES={ringbuf_pages}",
             f"-DSTREAM_OPENS={int(stream_opens)}",
+            f"-DSTREAM_PATHS={int(stream_paths)}",
             *(extra_cflags or []),
         ]
         src, include = source_text()
@@ -230,7 +232,7 @@ class Program:
                 raise InotraceError(f"BPF program failed to compile: {detail.strip()}") from e
         release_compiler_memory()
         self.probes: list[ProbeStatus] = []
-        self._ring_cb: Any = None
+        self._ring: RingReader | None = None
         self._iter_link: int | None = None
         self._sweep: dict[int, int] = {}  # group -> gen: not live at the last sweep
 
@@ -403,25 +405,22 @@ class Program:
 
     # -- reading -----------------------------------------------------------
 
-    def open_ring(self, on_record: Callable[[bytes], bool]) -> None:
-        """on_record(data) -> True to stop this drain after the record (libbpf
-        counts it consumed): a producer faster than us must not keep one
-        drain going for ever while the main loop waits to turn."""
+    def open_ring(self) -> None:
+        table = self.bpf[b"events"]
+        self._ring = RingReader(table.map_fd, int(table.max_entries))
 
-        def cb(_ctx: Any, data: Any, size: int) -> int:
-            return -1 if on_record(ctypes.string_at(data, size)) else 0
+    def poll(self, timeout_ms: int, limit: int) -> list[bytes]:
+        """Up to `limit` records: those waiting, else what comes within timeout_ms.
 
-        self._ring_cb = cb
-        self.bpf[b"events"].open_ring_buffer(cb)
-
-    def poll(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms for a wake-up, then drain whatever is there.
-
-        Records are submitted mostly without a wake-up (batching), so a poll
-        that timed out must still consume.
+        A drain takes at most `limit`: a producer faster than us must not
+        keep one drain going for ever while the main loop waits to turn.
         """
-        self.bpf.ring_buffer_poll(timeout_ms)
-        self.bpf.ring_buffer_consume()
+        assert self._ring is not None, "open_ring() first"
+        got = self._ring.take(limit)
+        if not got and timeout_ms:
+            self._ring.wait(timeout_ms)
+            got = self._ring.take(limit)
+        return got
 
     def read_counts(self) -> list[tuple[CountKeyC, int]]:
         table = self.bpf[b"counts"]
@@ -490,6 +489,9 @@ class Program:
         return int(self.bpf[name.encode()].max_entries)
 
     def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._iter_link is not None:
             os.close(self._iter_link)
             self._iter_link = None

@@ -256,7 +256,13 @@ def _run_tracer(
     from .tracer import Tracer  # noqa: PLC0415
 
     _require_privileges()
-    program = Program(sysfs=args.sysfs, ringbuf_pages=args.ringbuf_pages, stream_opens=getattr(args, "opens", False))
+    program = Program(
+        sysfs=args.sysfs,
+        ringbuf_pages=args.ringbuf_pages,
+        stream_opens=getattr(args, "opens", False),
+        # paths only for an audit stream: the model and the metrics use none
+        stream_paths=args.command == "trace" or bool(getattr(args, "log_events", None)),
+    )
     tracer = None
     try:
         program.attach(args.probes)

@@ -85,7 +85,6 @@ class Tracer:
         self.procfs = procfs
         self.records = 0
         self.invalid = 0
-        self._raw: list[bytes] = []
         self._backlog: list[InotifyCall | OpenCall] = []
         self.accounting = Accounting(max_instances)
         self.lock = threading.Lock()  # guards accounting
@@ -105,18 +104,13 @@ class Tracer:
         self.overflows: dict[tuple[bytes, int], int] = {}  # (owner comm, uid) -> episodes
         self.sample_errors: dict[str, int] = {}  # errno name or "undecodable" -> failed samples
         self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fdinfo")
-        program.open_ring(self._take)
+        program.open_ring()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _take(self, data: bytes) -> bool:
-        self._raw.append(data)
-        return len(self._raw) >= DRAIN_BATCH
-
     def _drain(self, timeout_ms: int) -> list[InotifyCall | OpenCall]:
-        self.program.poll(timeout_ms)
-        raw, self._raw[:] = list(self._raw), []
+        raw = self.program.poll(timeout_ms, DRAIN_BATCH)
         calls: list[InotifyCall | OpenCall] = []
         for data in raw:
             self.records += 1
