@@ -60,3 +60,10 @@ def test_read_first_falls_back_to_the_next_holder(tmp_path: Path) -> None:
     assert fdinfo.read_first(str(tmp_path), ((10, 3), (12, 3))) == {2: 0xFFF, 1: 0x80000004}
     assert fdinfo.read_first(str(tmp_path), ((10, 3),)) is None
     assert fdinfo.read_wd_masks(str(tmp_path), 12, 3) == {w.wd: w.mask for w in fdinfo.parse(FDINFO)}
+
+
+def test_mount_points_decode_octal_escapes_only() -> None:
+    # the kernel escapes space, tab, newline and backslash; UTF-8 passes through
+    assert snapshot.unescape_mount_path("/mnt/café".encode()) == "/mnt/café".encode()
+    assert snapshot.unescape_mount_path(rb"/mnt/a\040b\134c\011d\012e") == b"/mnt/a b\\c\td\ne"
+    assert snapshot.unescape_mount_path(rb"/mnt/\xff\0401") == b"/mnt/\\xff 1"  # the text \xff, not a byte

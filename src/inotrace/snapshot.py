@@ -14,6 +14,7 @@ import ctypes
 import functools
 import os
 import platform
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,25 +117,35 @@ class _FileHandle(ctypes.Structure):
     _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 128)]
 
 
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def unescape_mount_path(field: bytes) -> bytes:
+    """A mount point as /proc/PID/mountinfo writes it: the kernel escapes
+    space, tab, newline and backslash as \\ooo and passes every other byte
+    through (UTF-8 included), so only those escapes are decoded, as bytes."""
+    return _OCTAL.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), field)
+
+
 class MountFds:
     """Open fds on mounts, by (pid, sdev), for open_by_handle_at; opened on first use."""
 
     def __init__(self, procfs: str) -> None:
         self.procfs = procfs
-        self._points: dict[int, dict[int, str]] = {}
+        self._points: dict[int, dict[int, bytes]] = {}
         self._fds: dict[tuple[int, int], int | None] = {}
 
-    def _mount_points(self, pid: int) -> dict[int, str]:
+    def _mount_points(self, pid: int) -> dict[int, bytes]:
         points = self._points.get(pid)
         if points is None:
             points = self._points[pid] = {}
             try:
-                with open(f"{self.procfs}/{pid}/mountinfo") as f:
+                with open(f"{self.procfs}/{pid}/mountinfo", "rb") as f:
                     for line in f:
                         parts = line.split()
                         if len(parts) >= 5:
-                            major, minor = (int(x) for x in parts[2].split(":"))
-                            points.setdefault((major << 20) | minor, parts[4])
+                            major, minor = (int(x) for x in parts[2].split(b":"))
+                            points.setdefault((major << 20) | minor, unescape_mount_path(parts[4]))
             except (OSError, ValueError):
                 pass
         return points
@@ -145,11 +156,10 @@ class MountFds:
             point = self._mount_points(pid).get(sdev)
             fd = None
             if point is not None:
-                # mountinfo escapes space, tab, newline and backslash as octal
-                point = point.encode().decode("unicode_escape")
                 try:
                     # not O_PATH: open_by_handle_at refuses O_PATH mount fds (EBADF)
-                    fd = os.open(f"{self.procfs}/{pid}/root{point}", os.O_RDONLY | os.O_DIRECTORY)
+                    root = os.fsencode(f"{self.procfs}/{pid}/root")
+                    fd = os.open(root + point, os.O_RDONLY | os.O_DIRECTORY)
                 except OSError:
                     fd = None
             self._fds[key] = fd
