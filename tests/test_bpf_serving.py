@@ -242,3 +242,14 @@ def test_name_cycling_does_not_take_the_comm_slots_for_good(serve) -> None:
         assert after[comm] >= before[comm], comm
     assert sum(after.values()) >= sum(before.values()) + 300  # the evicted one's count moved into other
     proc.assert_alive()
+
+
+def test_name_filter_returns_just_the_families_asked_for(serve) -> None:
+    """`?name[]=` (Prometheus' and client_python's filter) works: the collector describes its families."""
+    proc, url = serve()
+    status, text = scrape(url + "/metrics?name[]=inotrace_build_info&name[]=inotrace_inotify_add_watch_total")
+    assert status == 200
+    names = {fam.name for fam in text_string_to_metric_families(text)}
+    assert names == {"inotrace_build_info", "inotrace_inotify_add_watch"}, names
+    assert counter(text, "inotrace_build_info") == 1
+    proc.assert_alive()

@@ -1,11 +1,13 @@
-"""The inotify system calls through libc (ctypes): for the self-test and tools."""
+"""libc through ctypes: the one handle every module uses (LIBC), and the
+inotify system calls for the self-test and tools."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+LIBC = ctypes.CDLL(None, use_errno=True)
+_libc = LIBC
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 _libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]

@@ -18,6 +18,8 @@ import ctypes
 import logging
 import mmap
 
+from .libc import LIBC
+
 log = logging.getLogger(__name__)
 
 MADV_DONTNEED = 4
@@ -26,7 +28,7 @@ COMPILER_LIBS = ("libLLVM", "libclang")
 
 def release_compiler_memory(maps_path: str = "/proc/self/smaps") -> int:
     """Return the number of bytes advised away (best effort, never raises)."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = LIBC
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     with contextlib.suppress(AttributeError):  # not glibc
         libc.malloc_trim(0)

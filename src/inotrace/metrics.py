@@ -20,7 +20,7 @@ from .accounting import Accounting
 from .labels import CounterFold, LabelCap
 from .names import errno_name
 from .records import CountKeyC, OpenKeyC, Origin, Syscall
-from .untrusted import escape_text
+from .untrusted import comm_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class CallCount:
     @classmethod
     def from_key(cls, key: CountKeyC, value: int) -> CallCount:
         return cls(
-            comm=escape_text(key.comm, 64),
+            comm=comm_text(key.comm),
             uid=key.uid,
             err=key.err,
             syscall=Syscall(key.syscall),
@@ -244,7 +244,7 @@ class OpenCount:
 
     @classmethod
     def from_key(cls, key: OpenKeyC, value: int) -> OpenCount:
-        return cls(escape_text(key.comm, 64), key.uid, key.err, Origin(key.origin), value)
+        return cls(comm_text(key.comm), key.uid, key.err, Origin(key.origin), value)
 
 
 def render_opens(rows: Sequence[OpenCount], fold: CounterFold) -> list[Metric]:
@@ -347,8 +347,10 @@ class InotraceCollector(Collector):
         self._failed_before: set[str] = set()
 
     def describe(self) -> Iterable[Metric]:
-        # Registering must not call collect() before the probes are attached.
-        return []
+        """Every family, as one collection names them: client_python's registry
+        filters `?name[]=` and checks collisions with these. `serve` registers
+        the collector once the probes are attached, so that collection is real."""
+        return list(self.collect())
 
     def collect(self) -> Iterable[Metric]:
         duration = GaugeMetricFamily(

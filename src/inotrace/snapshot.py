@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import fdinfo
-from .untrusted import escape_text
+from .libc import LIBC
+from .untrusted import comm_text, escape_text
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = LIBC
 _SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine(), -1)
 KCMP_FILE = 0
 
@@ -224,7 +225,7 @@ def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = F
                 comm = fdinfo.read_comm(procfs, inst.owner)
                 p = procs[inst.owner] = {
                     "pid": inst.owner,
-                    "comm": escape_text(comm, 64) if comm is not None else None,
+                    "comm": comm_text(comm) if comm is not None else None,
                     "uid": inst.uid,
                     "instances": 0,
                     "watches": 0,

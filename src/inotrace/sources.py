@@ -28,7 +28,7 @@ from .metrics import (
 )
 from .records import LostReason
 from .tracer import Tracer, user_ns_inode
-from .untrusted import escape_text
+from .untrusted import comm_text
 
 # BPF maps whose fill `inotrace_bpf_map_entries` shows against their capacity.
 WATCHED_MAPS = ("counts", "inflight", "open_counts", "iou_opens", "gstate")
@@ -69,7 +69,7 @@ def accounting(
             max_queued_events=sysctl["max_queued_events"] or 0,
         )
         with tracer.lock:
-            overflows = [(escape_text(c, 64), uid, n) for (c, uid), n in tracer.overflows.items()]
+            overflows = [(comm_text(c), uid, n) for (c, uid), n in tracer.overflows.items()]
             return render_accounting(
                 tracer.accounting,
                 comms,

@@ -8,6 +8,7 @@ import os
 import re
 
 from .errors import InotraceError
+from .libc import LIBC
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,7 @@ EXIT_RET_OFFSET = 16
 
 
 def _mount_tracefs(target: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"tracefs", target.encode(), b"tracefs", 0, None) != 0:
+    if LIBC.mount(b"tracefs", target.encode(), b"tracefs", 0, None) != 0:
         err = ctypes.get_errno()
         raise InotraceError(f"tracefs is not mounted and mounting it at {target} failed: {os.strerror(err)}")
 

@@ -20,7 +20,7 @@ from .errors import InotraceError
 from .lifetime import Lifetime, LifetimeEvent, LimitHit, RecordsLost
 from .names import errno_name
 from .records import DecodeError, InotifyCall, InstanceFile, LostReason, OpenCall, Syscall, decode_any, decode_instances
-from .untrusted import escape_text
+from .untrusted import comm_text
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class Tracer:
 
     def comm_of(self, tgid: int) -> str:
         """The escaped comm of a process the model holds (cached until it exits)."""
-        return escape_text(self._comm_raw(tgid), 64)
+        return comm_text(self._comm_raw(tgid))
 
     def _comm_raw(self, tgid: int) -> bytes:
         comm = self._comms.get(tgid)

@@ -41,3 +41,12 @@ def escape(raw: bytes, limit: int = 4096) -> tuple[str, bool]:
 
 def escape_text(raw: bytes, limit: int = 4096) -> str:
     return escape(raw, limit)[0]
+
+
+# A comm is at most 15 bytes; escaped (\xNN per byte at worst), 64 holds any.
+COMM_TEXT_MAX = 64
+
+
+def comm_text(raw: bytes) -> str:
+    """A process name as a label value or a log field."""
+    return escape_text(raw, COMM_TEXT_MAX)
