@@ -241,6 +241,9 @@ def test_queue_overflow_is_one_event_per_episode() -> None:
         acc.reconcile(files, never, kernel(files))
     kinds = [(e.kind, e.q_len, e.max_events) for e in acc.events]
     assert kinds == [(Lifetime.QUEUE_OVERFLOW, 16385, 16384)] * 2
+    acc.name_events(lambda ev: replace(ev, comm=b"watcher"))
+    assert len(acc.take_events()) == 2 and acc.events == []
+    assert acc.overflows == {(b"watcher", 1000): 2}  # counted by the model, by owner comm and uid
 
 
 def test_init_already_found_by_reconcile_keeps_it() -> None:

@@ -122,7 +122,8 @@ class Accounting:
         self.drift = {"instances": 0, "watches": 0}
         self.max_instances = max_instances
         self.overflow = 0  # instances not tracked because of max_instances
-        self.events: list[LifetimeEvent] = []  # found by reconciling; the caller drains it
+        self.events: list[LifetimeEvent] = []  # found by reconciling; drained by take_events()
+        self.overflows: Counter[tuple[bytes, int]] = Counter()  # (owner comm, uid) -> queue overflow episodes
         self.destroyed: list[tuple[int, int | None]] = []  # (group, state gen) found gone: state can go
         self._now_ns = 0
 
@@ -168,6 +169,20 @@ class Accounting:
             inst.watches[int(call.ret)] = call.mask  # an existing wd: a modification
         elif call.syscall == Syscall.INOTIFY_RM_WATCH:
             inst.watches.pop(call.wd, None)
+
+    def name_events(self, named: Callable[[LifetimeEvent], LifetimeEvent]) -> None:
+        """Let the caller name the owners of pending events (while their
+        processes can still be read: the model knows pids, not names)."""
+        self.events = [named(ev) for ev in self.events]
+
+    def take_events(self) -> list[LifetimeEvent]:
+        """The pending lifetime events, oldest first; each queue overflow is
+        counted by its owner's comm (named by then) and uid."""
+        events, self.events = self.events, []
+        for ev in events:
+            if ev.kind is Lifetime.QUEUE_OVERFLOW:
+                self.overflows[ev.comm, ev.uid] += 1
+        return events
 
     # -- queries -------------------------------------------------------------
 

@@ -485,8 +485,10 @@ class Program:
             os.close(fd)
         return b"".join(chunks)
 
-    def map_capacity(self, name: str) -> int:
-        return int(self.bpf[name.encode()].max_entries)
+    def map_fill(self, name: str) -> tuple[int, int]:
+        """(entries, capacity) of a BPF map."""
+        table = self.bpf[name.encode()]
+        return len(table), int(table.max_entries)
 
     def close(self) -> None:
         if self._ring is not None:

@@ -69,7 +69,7 @@ def accounting(
             max_queued_events=sysctl["max_queued_events"] or 0,
         )
         with tracer.lock:
-            overflows = [(comm_text(c), uid, n) for (c, uid), n in tracer.overflows.items()]
+            overflows = [(comm_text(c), uid, n) for (c, uid), n in tracer.accounting.overflows.items()]
             return render_accounting(
                 tracer.accounting,
                 comms,
@@ -94,7 +94,7 @@ def exporter(tracer: Tracer) -> Source:
             for backend, err in status.tried.items()
         ]
         lost = {LostReason(i).label: v for i, v in enumerate(program.read_lost())}
-        entries = {name: (len(program.bpf[name.encode()]), program.map_capacity(name)) for name in WATCHED_MAPS}
+        entries = {name: program.map_fill(name) for name in WATCHED_MAPS}
         with tracer.lock:
             failed = dict(tracer.sample_errors)
         return render_self(probes, lost, tracer.records, tracer.invalid, entries, sample_errors=failed)

@@ -17,7 +17,7 @@ from .accounting import Accounting
 from .bpf_program import Program
 from .coalesce import Coalesced
 from .errors import InotraceError
-from .lifetime import Lifetime, LifetimeEvent, LimitHit, RecordsLost
+from .lifetime import LifetimeEvent, LimitHit, RecordsLost
 from .names import errno_name
 from .records import DecodeError, InotifyCall, InstanceFile, LostReason, OpenCall, Syscall, decode_any, decode_instances
 from .untrusted import comm_text
@@ -101,7 +101,6 @@ class Tracer:
         self._limit_sampled = 0.0
         self._comms: dict[int, bytes] = {}  # raw, as the process set it
         self._own_user_ns = user_ns_inode(procfs)
-        self.overflows: dict[tuple[bytes, int], int] = {}  # (owner comm, uid) -> episodes
         self.sample_errors: dict[str, int] = {}  # errno name or "undecodable" -> failed samples
         self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fdinfo")
         program.open_ring()
@@ -210,16 +209,9 @@ class Tracer:
         return LimitHit(resource, uid, used, limit, top)
 
     def _take_events(self) -> list[LifetimeEvent]:
-        """Drain the model's lifetime events, naming owners; count queue overflows."""
-        events, self.accounting.events = self.accounting.events, []
-        out = []
-        for raw in events:
-            ev = self._named(raw)
-            if ev.kind is Lifetime.QUEUE_OVERFLOW:
-                key = (ev.comm, ev.uid)
-                self.overflows[key] = self.overflows.get(key, 0) + 1
-            out.append(ev)
-        return out
+        """The model's lifetime events, their owners named."""
+        self.accounting.name_events(self._named)
+        return self.accounting.take_events()
 
     def _read_watches(self, instances: list[tuple[tuple[int, int], ...]]) -> list[dict[int, int] | None]:
         # The kernel formats fdinfo (a file handle per watch) with the GIL
@@ -244,7 +236,7 @@ class Tracer:
         self._next_sample = now_ns / 1e9 + self._sample_interval
         self._forget_dead(now_ns / 1e9)
         # Name the owners of what this found before forgetting exited ones.
-        acc.events = [self._named(ev) for ev in acc.events]
+        acc.name_events(self._named)
         if full:
             self._comms.clear()  # exec changes a process's comm; re-read them
         owners = {inst.owner for inst in acc.instances.values()}
