@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from inotrace import fdinfo
+from inotrace import proc
 from inotrace.bpf_program import Program
 from inotrace.tracer import Tracer
 
@@ -95,8 +95,8 @@ def bench_seed(n_procs: int, n_watches: int, base: str) -> dict[str, float]:
         for _ in range(5):
             t0 = time.perf_counter()
             for pid in pids:
-                for fd in fdinfo.inotify_fds("/proc", pid):
-                    fdinfo.read_watches("/proc", pid, fd)
+                for fd in proc.inotify_fds("/proc", pid):
+                    proc.read_watches("/proc", pid, fd)
             baseline = time.perf_counter() - t0
             tracer.accounting.instances.clear()
             t0 = time.perf_counter()

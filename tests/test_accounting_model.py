@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from factories import make_call
 from inotrace.accounting import Accounting
-from inotrace.lifetime import Holder, Lifetime
+from inotrace.derived import Holder, Lifetime
 from inotrace.records import GroupState, InotifyCall, InstanceFile, Syscall
 
 G1, G2, UC = 0xA000, 0xB000, 0xC000

@@ -6,7 +6,8 @@ import json
 from dataclasses import replace
 
 from factories import make_call
-from inotrace.audit import Clock, Filter, InstanceIds, table_header, table_row, to_json_line, to_json_obj
+from inotrace.audit import Clock, Filter, Formatter, InstanceIds, table_header, table_row, to_json_line, to_json_obj
+from inotrace.derived import Holder, LimitFailure, LimitHit
 from inotrace.records import Syscall
 
 CALL = make_call(
@@ -77,3 +78,16 @@ def test_filters() -> None:
     assert not Filter(pids=frozenset({12}))(CALL)
     assert Filter(comms=frozenset({b"node\x1b[2J"}))(CALL) and not Filter(comms=frozenset({b"node"}))(CALL)
     assert Filter(uids=frozenset({1000}))(CALL) and not Filter(uids=frozenset({0}))(CALL)
+
+
+def test_a_limit_failure_is_its_call_with_the_user_at_its_limit() -> None:
+    failed = replace(CALL, ret=-28)
+    hit = LimitHit("watches", 1000, 8192, 8192, (Holder(10, 1, 8000, b"node"), Holder(12, 2, 192, b"\x1b")))
+    obj = json.loads(Formatter()(LimitFailure(failed, hit)))
+    assert (obj["errno"], obj["pid"], obj["args"]["fd"]) == ("ENOSPC", 10, 4)  # the call itself
+    assert obj["limit"]["resource"] == "watches" and (obj["limit"]["used"], obj["limit"]["limit"]) == (8192, 8192)
+    assert [h["comm"] for h in obj["limit"]["top_holders"]] == ["node", "\\x1b"]
+    assert "limit.top_holders.comm" in obj["untrusted"]
+    assert Filter(pids=frozenset({10}))(LimitFailure(failed, hit)) and not Filter(pids=frozenset({99}))(
+        LimitFailure(failed, hit)
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from inotrace import fdinfo, snapshot
+from inotrace import proc, snapshot
 
 FDINFO = """pos:\t0
 flags:\t00
@@ -29,10 +29,10 @@ def make_proc(root: Path, pid: int, uid: int, comm: str, fds: dict[int, str]) ->
 
 
 def test_fdinfo_parse() -> None:
-    ws = fdinfo.parse(FDINFO)
+    ws = proc.parse(FDINFO)
     assert [(w.wd, w.ino, w.mask) for w in ws] == [(2, 0x264, 0xFFF), (1, 0x55327, 0x80000004)]
     assert ws[1].dev_major_minor == (254, 3) and ws[0].handle == bytes.fromhex("6402000000000000")
-    assert fdinfo.parse("inotify wd:1 ino:2 sdev:3 mask:4 ignored_mask:0\n")[0].handle == b""
+    assert proc.parse("inotify wd:1 ino:2 sdev:3 mask:4 ignored_mask:0\n")[0].handle == b""
 
 
 def test_report_from_fixture(tmp_path: Path) -> None:
@@ -57,9 +57,9 @@ def test_unreadable_or_vanished_processes_are_skipped(tmp_path: Path) -> None:
 def test_read_first_falls_back_to_the_next_holder(tmp_path: Path) -> None:
     make_proc(tmp_path, 10, 0, "a", {})
     make_proc(tmp_path, 12, 0, "b", {3: FDINFO})
-    assert fdinfo.read_first(str(tmp_path), ((10, 3), (12, 3))) == {2: 0xFFF, 1: 0x80000004}
-    assert fdinfo.read_first(str(tmp_path), ((10, 3),)) is None
-    assert fdinfo.read_wd_masks(str(tmp_path), 12, 3) == {w.wd: w.mask for w in fdinfo.parse(FDINFO)}
+    assert proc.read_first(str(tmp_path), ((10, 3), (12, 3))) == {2: 0xFFF, 1: 0x80000004}
+    assert proc.read_first(str(tmp_path), ((10, 3),)) is None
+    assert proc.read_wd_masks(str(tmp_path), 12, 3) == {w.wd: w.mask for w in proc.parse(FDINFO)}
 
 
 def test_mount_points_decode_octal_escapes_only() -> None:

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .lifetime import Holder, Lifetime, LifetimeEvent
+from .derived import Holder, Lifetime, LifetimeEvent
 from .records import GroupState, InotifyCall, InstanceFile, Syscall
 
 # Reads the current watches (wd -> mask) of several instances, each through

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .lifetime import LifetimeEvent, LimitHit, RecordsLost
+from .derived import LifetimeEvent, LimitFailure, LimitHit, RecordsLost
 from .names import INIT1_FLAG_BITS, INOTIFY_MASK_BITS, bit_names, errno_name, open_flag_names
 from .records import InotifyCall, OpenCall, Syscall
 from .untrusted import escape
@@ -61,9 +61,11 @@ class Filter:
     comms: frozenset[bytes] = frozenset()
     uids: frozenset[int] = frozenset()
 
-    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent | RecordsLost) -> bool:
+    def __call__(self, rec: InotifyCall | OpenCall | LimitFailure | LifetimeEvent | RecordsLost) -> bool:
         if isinstance(rec, RecordsLost):
             return True  # a gap concerns every reader, whatever it selects
+        if isinstance(rec, LimitFailure):
+            rec = rec.call
         if isinstance(rec, LifetimeEvent):
             pids, uids = {rec.pid}, {rec.uid}
         else:
@@ -85,7 +87,10 @@ class Formatter:
     def header(self) -> str | None:
         return table_header() if self.table else None
 
-    def __call__(self, rec: InotifyCall | OpenCall | LifetimeEvent | RecordsLost) -> str:
+    def __call__(self, rec: InotifyCall | OpenCall | LimitFailure | LifetimeEvent | RecordsLost) -> str:
+        hit = rec.hit if isinstance(rec, LimitFailure) else None
+        if isinstance(rec, LimitFailure):
+            rec = rec.call
         if isinstance(rec, RecordsLost):
             return lost_row(rec, self.clock) if self.table else _dumps(lost_obj(rec, self.clock))
         if self.table:
@@ -99,7 +104,7 @@ class Formatter:
         elif isinstance(rec, OpenCall):
             obj, pid = open_obj(rec, self.clock), rec.tgid
         else:
-            obj, pid = to_json_obj(rec, self.clock, self.ids), rec.tgid
+            obj, pid = to_json_obj(rec, self.clock, self.ids, hit), rec.tgid
         if self.container_of is not None:
             obj["container_id"], obj["pod_uid"] = self.container_of(pid) if pid else ("", "")
         return _dumps(obj)
@@ -255,7 +260,8 @@ def lifetime_row(ev: LifetimeEvent, clock: Clock, ids: InstanceIds) -> str:
     )
 
 
-def to_json_obj(call: InotifyCall, clock: Clock, ids: InstanceIds) -> dict[str, Any]:
+def to_json_obj(call: InotifyCall, clock: Clock, ids: InstanceIds, hit: LimitHit | None = None) -> dict[str, Any]:
+    """hit: the limit this call failed on (LimitFailure), said under "limit"."""
     comm, comm_cut = escape(call.comm, COMM_LIMIT)
     untrusted = ["comm"]
     user_memory: list[str] = []
@@ -290,8 +296,8 @@ def to_json_obj(call: InotifyCall, clock: Clock, ids: InstanceIds) -> dict[str, 
     obj["backend"] = call.backend.label
     obj["untrusted"] = untrusted
     obj["user_memory"] = user_memory
-    if call.limit is not None:
-        obj["limit"] = _limit_obj(call.limit)
+    if hit is not None:
+        obj["limit"] = _limit_obj(hit)
         untrusted.append("limit.top_holders.comm")
     if truncated:
         obj["truncated"] = truncated

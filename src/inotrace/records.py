@@ -11,8 +11,6 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from .lifetime import LimitHit
-
 COMM_LEN = 16
 PATH_LEN = 256
 
@@ -305,8 +303,6 @@ class InotifyCall:
     origin: Origin
     backend: Backend
     new_watch: bool = False  # add_watch: the kernel side counted a new watch (else a modification)
-    # Set by the tracer on ENOSPC / EMFILE: the user at its limit and its top holders.
-    limit: LimitHit | None = None
 
     @property
     def ok(self) -> bool:

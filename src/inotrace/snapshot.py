@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import fdinfo
+from . import proc
 from .libc import LIBC
 from .untrusted import comm_text, escape_text
 
@@ -75,7 +75,7 @@ def _group_pairwise(fds: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
 class SnapInstance:
     holders: list[tuple[int, int]]
     uid: int
-    watches: list[fdinfo.Watch] = field(default_factory=list)
+    watches: list[proc.Watch] = field(default_factory=list)
 
     @property
     def owner(self) -> int:
@@ -97,11 +97,11 @@ def take(procfs: str = "/proc") -> list[SnapInstance]:
     fds: list[tuple[int, int]] = []
     for name in os.listdir(procfs):
         if name.isdigit():
-            fds.extend((int(name), fd) for fd in fdinfo.inotify_fds(procfs, int(name)))
+            fds.extend((int(name), fd) for fd in proc.inotify_fds(procfs, int(name)))
     out = []
     for holders in group_holders(fds):
         for pid, fd in holders:
-            watches = fdinfo.read_watches(procfs, pid, fd)
+            watches = proc.read_watches(procfs, pid, fd)
             uid = _status_euid(procfs, holders[0][0])
             if watches is not None and uid is not None:
                 out.append(SnapInstance(holders, uid, watches))
@@ -173,7 +173,7 @@ class MountFds:
         self._fds.clear()
 
 
-def resolve_path(watch: fdinfo.Watch, mount_fd: int | None) -> str | None:
+def resolve_path(watch: proc.Watch, mount_fd: int | None) -> str | None:
     """The path of a watched inode, or None when it cannot be told for sure.
 
     A watched file whose dentry was evicted resolves to "/" (kernel-notes
@@ -210,7 +210,7 @@ def _shown(path: str | None) -> str:
 
 
 def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = False) -> dict[str, Any]:
-    limits = fdinfo.read_inotify_limits(procfs)
+    limits = proc.read_inotify_limits(procfs)
     users: dict[int, dict[str, int]] = {}
     procs: dict[int, dict[str, Any]] = {}
     out_instances = []
@@ -222,7 +222,7 @@ def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = F
             u["watches"] += len(inst.watches)
             p = procs.get(inst.owner)
             if p is None:
-                comm = fdinfo.read_comm(procfs, inst.owner)
+                comm = proc.read_comm(procfs, inst.owner)
                 p = procs[inst.owner] = {
                     "pid": inst.owner,
                     "comm": comm_text(comm) if comm is not None else None,

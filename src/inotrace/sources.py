@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client.core import Metric
 
-from . import fdinfo
+from . import proc
 from .auditlog import AuditLog
 from .exporter import RequestCap
 from .labels import CounterFold, LabelCap
@@ -61,7 +61,7 @@ def accounting(
 
     def collect() -> list[Metric]:
         tracer.refresh()
-        sysctl = fdinfo.read_inotify_limits(tracer.procfs)
+        sysctl = proc.read_inotify_limits(tracer.procfs)
         limits = Limits(
             user_ns=user_ns_inode(tracer.procfs),
             max_user_instances=sysctl["max_user_instances"] or 0,

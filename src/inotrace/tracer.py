@@ -12,19 +12,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from . import fdinfo, selftest
+from . import proc, selftest
 from .accounting import Accounting
 from .bpf_program import Program
 from .coalesce import Coalesced
+from .derived import LifetimeEvent, LimitFailure, LimitHit, RecordsLost
 from .errors import InotraceError
-from .lifetime import LifetimeEvent, LimitHit, RecordsLost
 from .names import errno_name
 from .records import DecodeError, InotifyCall, InstanceFile, LostReason, OpenCall, Syscall, decode_any, decode_instances
 from .untrusted import comm_text
 
 log = logging.getLogger(__name__)
 
-Record = InotifyCall | OpenCall | LifetimeEvent | RecordsLost
+Record = InotifyCall | OpenCall | LimitFailure | LifetimeEvent | RecordsLost
 Sink = Callable[[Record], None]
 
 # errno -> the per-user limit it can mean (EMFILE is also RLIMIT_NOFILE: the
@@ -128,14 +128,14 @@ class Tracer:
         self._backlog = []
         self._check_gaps(force=final)
         with self.lock:
-            calls = self._apply(calls)
+            applied = self._apply(calls)
         now = time.monotonic()
         if now >= self._next_sample or now >= self._next_full:
             self.refresh()
         with self.lock:
             events: list[Record] = [*self._gaps, *self._take_events()]
             self._gaps = []
-        return [*calls, *events]
+        return [*applied, *events]
 
     def _check_gaps(self, force: bool = False) -> None:
         """A records_lost record for each new loss, where the stream has the gap."""
@@ -170,10 +170,10 @@ class Tracer:
             if full and self._reconcile_interval:
                 self._next_full = now + self._reconcile_interval
 
-    def _apply(self, calls: list[InotifyCall | OpenCall]) -> list[InotifyCall | OpenCall]:
-        """Apply calls in order; a limit failure carries the model's state at that
-        point, sampled from the kernel first (see LIMIT_SAMPLE_S)."""
-        out: list[InotifyCall | OpenCall] = []
+    def _apply(self, calls: list[InotifyCall | OpenCall]) -> list[InotifyCall | OpenCall | LimitFailure]:
+        """Apply calls in order; a limit failure comes with the model's state at
+        that point, sampled from the kernel first (see LIMIT_SAMPLE_S)."""
+        out: list[InotifyCall | OpenCall | LimitFailure] = []
         hits: dict[tuple[str, int], LimitHit] = {}  # a storm of failures: one look per user per batch
         for call in calls:
             if isinstance(call, OpenCall):
@@ -189,7 +189,7 @@ class Tracer:
                         self._limit_sampled = now
                         self._guarded_reconcile()  # under self.lock, as every sample
                     hits[key] = self._limit_hit(resource, call.euid)
-                out.append(replace(call, limit=hits[key]))
+                out.append(LimitFailure(call, hits[key]))
                 continue
             if call.ok:
                 hits.clear()
@@ -202,7 +202,7 @@ class Tracer:
         kernel = acc.user(uid)
         if kernel is None or kernel.user_ns == self._own_user_ns:
             # the sysctl now: the kernel's copy is as old as the last sample
-            limit = fdinfo.read_inotify_limits(self.procfs)[f"max_user_{resource}"] or -1
+            limit = proc.read_inotify_limits(self.procfs)[f"max_user_{resource}"] or -1
         else:
             limit = kernel.max_instances if resource == "instances" else kernel.max_watches
         top = tuple(replace(h, comm=self._comm_raw(h.pid)) for h in acc.top_holders(uid, resource, TOP_HOLDERS))
@@ -216,7 +216,7 @@ class Tracer:
     def _read_watches(self, instances: list[tuple[tuple[int, int], ...]]) -> list[dict[int, int] | None]:
         # The kernel formats fdinfo (a file handle per watch) with the GIL
         # released: a few threads overlap that work on several CPUs.
-        read_one = functools.partial(fdinfo.read_first, self.procfs)
+        read_one = functools.partial(proc.read_first, self.procfs)
         if len(instances) < 8:
             return [read_one(h) for h in instances]
         return list(self._pool.map(read_one, instances))
@@ -306,5 +306,5 @@ class Tracer:
     def _comm_raw(self, tgid: int) -> bytes:
         comm = self._comms.get(tgid)
         if comm is None:
-            comm = self._comms[tgid] = fdinfo.read_comm(self.procfs, tgid) or b""
+            comm = self._comms[tgid] = proc.read_comm(self.procfs, tgid) or b""
         return comm

@@ -1,4 +1,5 @@
-"""Records the accounting model derives, as opposed to syscalls it saw.
+"""Records derived from the model, as opposed to the syscalls it saw: lifetime
+events, limit failures with who holds what, and gaps in the stream.
 
 inotify instances and watches also end without any inotify call (last fd
 closed, watched inode deleted, unmount, IN_ONESHOT), and queues overflow
@@ -12,6 +13,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .records import InotifyCall
 
 
 class Lifetime(enum.Enum):
@@ -51,9 +56,18 @@ class LimitHit:
 
     resource: str  # "watches" | "instances"
     uid: int
-    used: int  # the kernel's counter at the last reconcile (-1 unknown)
+    used: int  # the model's count for the user at the failure (sampled first when due: LIMIT_SAMPLE_S)
     limit: int  # its user namespace's limit (-1 unknown)
     top: tuple[Holder, ...]
+
+
+@dataclass(frozen=True)
+class LimitFailure:
+    """An add_watch that failed with ENOSPC, or an init with EMFILE, and the
+    state of its user at that point (the call as the kernel side saw it)."""
+
+    call: InotifyCall
+    hit: LimitHit
 
 
 @dataclass(frozen=True)
