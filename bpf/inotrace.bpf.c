@@ -67,12 +67,14 @@
 #ifndef IOU_REQS_MAX
 #define IOU_REQS_MAX 10240
 #endif
-/* 1: add_watch records carry the pathname, for an audit stream (`trace`,
- * `serve --log-events`). 0: `serve` alone, whose model needs no path:
- * reading it and carrying it through the ring is much of what a recursive
- * watcher's set-up pays per call. */
-#ifndef STREAM_PATHS
-#define STREAM_PATHS 1
+/* 1: a record for every inotify call, for an audit stream (`trace`,
+ * `serve --log-events`). 0: `serve` alone: only inits and inotrace's own
+ * calls (its start-up self-test). The counts live in maps and each
+ * instance's watch count in gstate, so add/rm records would serve nothing,
+ * and building and draining them is most of what a recursive watcher's
+ * set-up pays per call. */
+#ifndef STREAM_CALLS
+#define STREAM_CALLS 1
 #endif
 /* 1: also stream every open to the ring (`trace --opens`); the entry hooks
  * that save the path pointer are only attached then. 0: count only. */
@@ -147,6 +149,9 @@ BPF_PERCPU_ARRAY(wakeups, __u32, 1);
  * inotify_init this program sees (the start-up self-test makes one):
  * inotify_fops is a data symbol, absent from kallsyms on many kernels. */
 BPF_ARRAY(inotify_fops, __u64, 1);
+/* inotrace's own tgid, set by user space after loading: its self-test's
+ * calls are always recorded (see STREAM_CALLS). */
+BPF_ARRAY(own_tgid, __u32, 1);
 BPF_HASH(open_counts, struct inotrace_open_key, __u64, OPEN_COUNTS_MAX);
 /* Thread groups started by a kernel thread (usermode helpers: core_pattern
  * pipes, modprobe, hotplug) and their descendants, one bit per tgid. Kept
@@ -312,6 +317,13 @@ static __always_inline void count_call(__u32 syscall, __s64 ret, __u32 euid, __u
 		__sync_fetch_and_add(c, 1);
 	else
 		count_lost(INOTRACE_LOST_COUNTS);
+}
+
+static __always_inline int is_own(__u32 tgid)
+{
+	__u32 zero = 0, *own = own_tgid.lookup(&zero);
+
+	return own && *own == tgid;
 }
 
 static __always_inline int is_inotify_file(void *file)
@@ -492,6 +504,7 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	__u32 euid;
 	__u16 origin;
 	int is_init = syscall == INOTRACE_SC_INOTIFY_INIT || syscall == INOTRACE_SC_INOTIFY_INIT1;
+	int is_new = 0;
 
 	if (!inp)
 		return 0; /* entered before the probes were attached */
@@ -504,10 +517,14 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	euid = task_euid(task);
 	origin = task_origin(task, id >> 32);
 	count_call(syscall, ret, euid, origin);
+	if (!is_init && in.group)
+		is_new = track_exit(&in, ret);
+	if (!STREAM_CALLS && !is_init && !is_own(id >> 32))
+		return 0;
 	rec = scratch.lookup(&zero);
 	if (!rec)
 		return 0;
-	rec->rec_flags = 0;
+	rec->rec_flags = is_new ? INOTRACE_F_NEW_WATCH : 0;
 	/* init returns the new fd; add/rm name it (resolved at entry). The
 	 * kernel rejected a call on a non-inotify fd, so a group only on success. */
 	rec->group = 0;
@@ -519,11 +536,8 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 			learn_inotify_fops(file);
 		if (rec->group)
 			track_init(rec->group);
-	} else if (!is_init && in.group) {
-		if (track_exit(&in, ret))
-			rec->rec_flags |= INOTRACE_F_NEW_WATCH;
-		if (ret >= 0)
-			rec->group = in.group;
+	} else if (!is_init && in.group && ret >= 0) {
+		rec->group = in.group;
 	}
 	rec->ts_ns = bpf_ktime_get_ns();
 	rec->kind = INOTRACE_REC_INOTIFY;
@@ -542,7 +556,7 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	rec->origin = origin;
 	rec->backend = in.backend;
 	bpf_get_current_comm(&rec->comm, sizeof(rec->comm));
-	if (STREAM_PATHS && syscall == INOTRACE_SC_INOTIFY_ADD_WATCH)
+	if (syscall == INOTRACE_SC_INOTIFY_ADD_WATCH)
 		path_len = read_user_path(rec->path, &rec->rec_flags, in.path);
 	submit(rec, offsetof(struct inotrace_inotify_rec, path), path_len);
 	return 0;

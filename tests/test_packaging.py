@@ -7,7 +7,7 @@ import sys
 import zipfile
 
 from conftest import ROOT
-from inotrace.bpf_program import source_text
+from inotrace.bpf_build import HEADER, bpf_dir
 
 
 def test_wheel_contains_bpf_sources(tmp_path) -> None:
@@ -33,9 +33,9 @@ def test_wheel_contains_bpf_sources(tmp_path) -> None:
 
 
 def test_source_found_through_package_resources() -> None:
-    src, include = source_text()
-    assert '#include "inotrace.h"' in src
-    assert include.endswith("bpf")
+    src = (bpf_dir() / "inotrace.bpf.c").read_text()
+    assert f'#include "{HEADER}"' in src
+    assert str(bpf_dir()).endswith("inotrace/bpf") and (bpf_dir() / HEADER).is_file()
 
 
 def test_snapshot_and_trace_do_not_load_prometheus_client() -> None:

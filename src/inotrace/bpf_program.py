@@ -7,7 +7,6 @@ feature probes lie here, e.g. support_kfunc() says yes and loading fails).
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import logging
 import os
 import platform
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import libbpf, tracefs
-from .btf import offset_cflags, resolve_offsets
+from .bpf_build import Build, BuildOptions
 from .errors import InotraceError
 from .memory import release_compiler_memory
 from .records import LOST_MAX, CountKeyC, OpenKeyC
@@ -120,20 +119,7 @@ PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("task_newtask", False, {"raw_tracepoint": (Hook("raw_tracepoint", "task_newtask", "raw_task_newtask"),)}),
 )
 
-# io_uring tracepoint fields the C reads, passed as -D offsets from tracefs.
-IOU_FIELDS = (
-    ("IOU_SUBMIT_REQ", "io_uring_submit_req|io_uring_submit_sqe", "req"),
-    ("IOU_SUBMIT_OPCODE", "io_uring_submit_req|io_uring_submit_sqe", "opcode"),
-    ("IOU_ASYNC_REQ", "io_uring_queue_async_work", "req"),
-    ("IOU_COMPLETE_REQ", "io_uring_complete", "req"),
-    ("IOU_COMPLETE_RES", "io_uring_complete", "res"),
-)
-
 BCC_PACKAGES = "python3-bpfcc (Debian/Ubuntu), python3-bcc (Fedora/RHEL) or python-bcc (Arch)"
-
-# x86-64 and arm64 syscall function prefixes; with them the probe sees a
-# pt_regs wrapper (since 4.17), without them the arguments directly.
-SYSCALL_PREFIXES = (b"__x64_sys_", b"__arm64_sys_", b"__s390x_sys_", b"sys_")
 
 
 def _import_bcc() -> Any:
@@ -145,13 +131,6 @@ def _import_bcc() -> Any:
         # PyPI's package named `bcc` is an unrelated library.
         raise InotraceError(f"the 'bcc' module found is not BCC (PyPI's 'bcc' is unrelated): install {BCC_PACKAGES}")
     return bcc
-
-
-def source_text() -> tuple[str, str]:
-    """(C source, include dir) of the BPF program shipped inside the package."""
-    bpf_dir = importlib.resources.files("inotrace") / "bpf"
-    src = (bpf_dir / "inotrace.bpf.c").read_text()
-    return src, str(bpf_dir)
 
 
 @contextlib.contextmanager
@@ -191,34 +170,15 @@ def kernel_headers_dir() -> str:
 class Program:
     """The compiled inotrace BPF object and its attachments."""
 
-    def __init__(
-        self,
-        sysfs: str = "/sys",
-        ringbuf_pages: int = 4096,
-        extra_cflags: list[str] | None = None,
-        stream_opens: bool = False,
-        stream_paths: bool = True,
-    ) -> None:
+    def __init__(self, opts: BuildOptions | None = None, extra_cflags: tuple[str, ...] = ()) -> None:
         self._bcc = _import_bcc()
-        offsets = resolve_offsets(os.path.join(sysfs, "kernel/btf/vmlinux"))
-        # BCC looks for tracefs under the real /sys whatever --path.sysfs says
-        self.tracefs = tracefs.ensure_mounted("/sys")
-        self.stream_opens = stream_opens
-        iou = self._io_uring_offsets()
-        self.has_io_uring = bool(iou)  # tracepoints present, with the fields the C reads
-        offsets.update(iou)
-        self.syscall_prefix = self._syscall_prefix()
-        wrapper = 0 if self.syscall_prefix == b"sys_" else 1
-        self.cflags = [
-            *offset_cflags(offsets),
-            f"-DSYSCALL_WRAPPER={wrapper}",
-            f"-DRINGBUF_PAGES={ringbuf_pages}",
-            f"-DSTREAM_OPENS={int(stream_opens)}",
-            f"-DSTREAM_PATHS={int(stream_paths)}",
-            *(extra_cflags or []),
-        ]
-        src, include = source_text()
-        self.cflags.append(f"-I{include}")
+        build = Build.resolve(self._bcc, opts or BuildOptions())
+        self.build = build
+        self.tracefs = build.tracefs
+        self.stream_opens = dict(build.defines)["STREAM_OPENS"] == 1
+        self.has_io_uring = build.has_io_uring
+        self.syscall_prefix = build.syscall_prefix
+        self.cflags = build.cflags(extra_cflags)
         if not os.path.isdir(kernel_headers_dir()):
             raise InotraceError(
                 f"kernel headers not found at {kernel_headers_dir()}: install linux-headers-{platform.release()} "
@@ -226,43 +186,22 @@ class Program:
             )
         with captured_stderr() as err:
             try:
-                self.bpf = self._bcc.BPF(text=src.encode(), cflags=self.cflags)
+                self.bpf = self._bcc.BPF(text=build.source().encode(), cflags=self.cflags)
             except Exception as e:
                 detail = next((ln for ln in err if "error" in ln), str(e))
                 raise InotraceError(f"BPF program failed to compile: {detail.strip()}") from e
         release_compiler_memory()
+        own = self.bpf[b"own_tgid"]
+        own[own.Key(0)] = own.Leaf(os.getpid())  # the self-test's calls are always recorded
         self.probes: list[ProbeStatus] = []
         self._ring: RingReader | None = None
         self._iter_link: int | None = None
         self._sweep: dict[int, int] = {}  # group -> gen: not live at the last sweep
 
     @staticmethod
-    def render(sysfs: str = "/sys", ringbuf_pages: int = 4096) -> str:
-        """The final program text with every -D spelled out (bcc's --ebpf)."""
-        offsets = resolve_offsets(os.path.join(sysfs, "kernel/btf/vmlinux"))
-        defines = [f"#define {name} {value}" for name, value in sorted(offsets.items())]
-        defines.append(f"#define RINGBUF_PAGES {ringbuf_pages}")
-        src, _ = source_text()
-        return "\n".join(defines) + "\n" + src
-
-    def _syscall_prefix(self) -> bytes:
-        for prefix in SYSCALL_PREFIXES:
-            if self._bcc.BPF.ksymname(prefix + b"inotify_init1") != -1:
-                return prefix
-        return SYSCALL_PREFIXES[0]
-
-    def _io_uring_offsets(self) -> dict[str, int]:
-        out = {}
-        for macro, events, name in IOU_FIELDS:
-            fields = {}
-            for event in events.split("|"):
-                fields = tracefs.format_fields(self.tracefs, "io_uring", event) or {}
-                if fields:
-                    break
-            if name not in fields:
-                return {}  # no io_uring tracepoints (or another layout): the probe stays absent
-            out[macro] = fields[name][0]
-        return out
+    def render(opts: BuildOptions) -> str:
+        """The program exactly as it would load, as one file (bcc's --ebpf)."""
+        return Build.resolve(_import_bcc(), opts).text()
 
     # -- attaching -------------------------------------------------------
 

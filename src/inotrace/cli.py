@@ -22,6 +22,7 @@ from . import DEFAULT_LISTEN, __version__
 from .errors import InotraceError
 
 if TYPE_CHECKING:
+    from .bpf_build import BuildOptions
     from .tracer import Record, Tracer
 
 log = logging.getLogger("inotrace")
@@ -245,6 +246,19 @@ def _require_privileges() -> None:
     raise InotraceError("must run as root (or with CAP_BPF and CAP_PERFMON) to load BPF programs")
 
 
+def build_options(args: argparse.Namespace) -> BuildOptions:
+    """What this command needs of the BPF program (the program it runs and the one --ebpf prints)."""
+    from .bpf_build import BuildOptions  # noqa: PLC0415
+
+    return BuildOptions(
+        sysfs=args.sysfs,
+        ringbuf_pages=args.ringbuf_pages,
+        stream_opens=getattr(args, "opens", False),
+        # a record per call only for an audit stream: the model and the metrics need none
+        stream_calls=args.command == "trace" or bool(getattr(args, "log_events", None)),
+    )
+
+
 def _run_tracer(
     args: argparse.Namespace,
     started: Callable[[Tracer], None],
@@ -256,13 +270,7 @@ def _run_tracer(
     from .tracer import Tracer  # noqa: PLC0415
 
     _require_privileges()
-    program = Program(
-        sysfs=args.sysfs,
-        ringbuf_pages=args.ringbuf_pages,
-        stream_opens=getattr(args, "opens", False),
-        # paths only for an audit stream: the model and the metrics use none
-        stream_paths=args.command == "trace" or bool(getattr(args, "log_events", None)),
-    )
+    program = Program(build_options(args))
     tracer = None
     try:
         program.attach(args.probes)
@@ -419,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ebpf:
             from .bpf_program import Program  # noqa: PLC0415
 
-            print(Program.render(sysfs=args.sysfs, ringbuf_pages=args.ringbuf_pages))
+            print(Program.render(build_options(args)), end="")
             return 0
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)

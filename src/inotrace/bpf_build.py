@@ -1,0 +1,103 @@
+"""What the BPF program is built from: the C source and the defines that fit
+it to this kernel (struct offsets from BTF, io_uring tracepoint fields from
+tracefs, the syscall wrapper) and to the command (ring size, whether opens
+and inotify calls are streamed). One resolution serves both the compile and
+`--ebpf`, so what `--ebpf` prints is exactly what loads.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import tracefs
+from .btf import resolve_offsets
+
+# io_uring tracepoint fields the C reads, passed as -D offsets from tracefs.
+IOU_FIELDS = (
+    ("IOU_SUBMIT_REQ", "io_uring_submit_req|io_uring_submit_sqe", "req"),
+    ("IOU_SUBMIT_OPCODE", "io_uring_submit_req|io_uring_submit_sqe", "opcode"),
+    ("IOU_ASYNC_REQ", "io_uring_queue_async_work", "req"),
+    ("IOU_COMPLETE_REQ", "io_uring_complete", "req"),
+    ("IOU_COMPLETE_RES", "io_uring_complete", "res"),
+)
+
+# x86-64 and arm64 syscall function prefixes; with them the probe sees a
+# pt_regs wrapper (since 4.17), without them the arguments directly.
+SYSCALL_PREFIXES = (b"__x64_sys_", b"__arm64_sys_", b"__s390x_sys_", b"sys_")
+
+HEADER = "inotrace.h"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the command asks of the program."""
+
+    sysfs: str = "/sys"
+    ringbuf_pages: int = 4096
+    stream_opens: bool = False  # every open to the ring (`trace --opens`)
+    stream_calls: bool = True  # a record per inotify call (an audit stream is written)
+
+
+def bpf_dir() -> Any:
+    """The BPF sources shipped inside the package."""
+    return importlib.resources.files("inotrace") / "bpf"
+
+
+def _syscall_prefix(bcc: Any) -> bytes:
+    for prefix in SYSCALL_PREFIXES:
+        if bcc.BPF.ksymname(prefix + b"inotify_init1") != -1:
+            return prefix
+    return SYSCALL_PREFIXES[0]
+
+
+def _io_uring_offsets(tracefs_root: str) -> dict[str, int]:
+    out = {}
+    for macro, events, name in IOU_FIELDS:
+        fields = {}
+        for event in events.split("|"):
+            fields = tracefs.format_fields(tracefs_root, "io_uring", event) or {}
+            if fields:
+                break
+        if name not in fields:
+            return {}  # no io_uring tracepoints (or another layout): the probe stays absent
+        out[macro] = fields[name][0]
+    return out
+
+
+@dataclass(frozen=True)
+class Build:
+    defines: tuple[tuple[str, int], ...]  # every -D, in order
+    tracefs: str
+    syscall_prefix: bytes
+    has_io_uring: bool  # tracepoints present, with the fields the C reads
+
+    @classmethod
+    def resolve(cls, bcc: Any, opts: BuildOptions) -> Build:
+        offsets = resolve_offsets(os.path.join(opts.sysfs, "kernel/btf/vmlinux"))
+        # BCC looks for tracefs under the real /sys whatever --path.sysfs says
+        root = tracefs.ensure_mounted("/sys")
+        iou = _io_uring_offsets(root)
+        prefix = _syscall_prefix(bcc)
+        defines = [
+            *sorted({**offsets, **iou}.items()),
+            ("SYSCALL_WRAPPER", 0 if prefix == b"sys_" else 1),
+            ("RINGBUF_PAGES", opts.ringbuf_pages),
+            ("STREAM_OPENS", int(opts.stream_opens)),
+            ("STREAM_CALLS", int(opts.stream_calls)),
+        ]
+        return cls(tuple(defines), root, prefix, bool(iou))
+
+    def source(self) -> str:
+        return str((bpf_dir() / "inotrace.bpf.c").read_text())
+
+    def cflags(self, extra: tuple[str, ...] = ()) -> list[str]:
+        return [*(f"-D{name}={value}" for name, value in self.defines), *extra, f"-I{bpf_dir()}"]
+
+    def text(self) -> str:
+        """The program as one file: the defines spelled out, the header inlined."""
+        header = str((bpf_dir() / HEADER).read_text())
+        body = self.source().replace(f'#include "{HEADER}"', f"/* {HEADER} */\n{header}", 1)
+        return "".join(f"#define {name} {value}\n" for name, value in self.defines) + body
