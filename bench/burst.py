@@ -8,7 +8,7 @@ attached, `inotrace serve` at its defaults, and (if installed) a bare
 bpftrace counter of add_watch exits for scale. Set-up time is from the
 watcher's start to its "Watches established." line. For inotrace it also
 reports records lost, corrections by kind, the watcher's gauge against its
-fdinfo, inotrace's CPU per 100k records and /metrics latency (scraped every
+fdinfo, inotrace's CPU per 100k watches set up and /metrics latency (scraped every
 100 ms during the burst). Then --watchers watchers on --big directories in
 all, at once. Raises fs.inotify.max_user_watches for the run and restores it;
 the trees live on a tmpfs that is unmounted at the end.
@@ -18,6 +18,7 @@ Writes bench/results/burst.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -218,7 +219,7 @@ def traced_burst(trees: list[str]) -> dict[str, object]:
         "gauge_exact": exact,
         "gauge_exact_after_s": round(settled, 3),
         "cpu_s": round(cpu, 3),
-        "cpu_s_per_100k_records": round(cpu / records * 1e5, 3) if records else None,
+        "cpu_s_per_100k_watches": round(cpu / sum(truth.values()) * 1e5, 3),
         "scrapes": len(lat),
         "scrape_failures": scraper.failures,
         "scrape_p50_ms": round(statistics.median(lat) * 1e3, 1) if lat else None,
@@ -242,17 +243,35 @@ def kernel_only_burst(trees: list[str]) -> dict[str, object]:
         tr.stop()
 
 
-def unscraped_burst(trees: list[str], src: str | None = None) -> dict[str, object]:
+def unscraped_burst(trees: list[str], src: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, object]:
     """`inotrace serve` with no scrapes during the burst (diagnostic: the
     cost of the 100 ms scraping the inotrace configuration measures under)."""
-    tr = Inotrace.start(src=src)
+    tr = Inotrace.start(*extra, src=src)
     try:
         cpu0 = cpu_seconds(tr.proc.pid)
         res = plain_burst(trees)
         time.sleep(1)  # the drain catches up (its CPU counts)
-        return {**res, "cpu_s": round(cpu_seconds(tr.proc.pid) - cpu0, 3)}
+        after = scrape(tr.url)
+        lost = sum(v for k, v in after.items() if k.startswith("inotrace_events_lost_total"))
+        return {
+            **res,
+            "cpu_s": round(cpu_seconds(tr.proc.pid) - cpu0, 3),
+            "records": after.get("inotrace_ringbuf_records_total", 0),
+            "lost": lost,
+        }
     finally:
         tr.stop()
+
+
+def audited_burst(trees: list[str]) -> dict[str, object]:
+    """`serve --log-events` (a record per call, written to a file on the
+    tree's tmpfs), unscraped: what an audit stream costs."""
+    log = f"{os.path.dirname(trees[0])}/events.jsonl"
+    try:
+        return unscraped_burst(trees, extra=(f"--log-events={log}",))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log)
 
 
 def plain_burst(trees: list[str]) -> dict[str, object]:
@@ -277,8 +296,17 @@ CONFIGS = {
     "bpftrace": bpftrace_burst,
     "unscraped": unscraped_burst,
     "kernel": kernel_only_burst,
+    "audited": audited_burst,
 }
-DIAGNOSTIC = ["unscraped", "kernel"]
+DIAGNOSTIC = ["unscraped", "kernel", "audited"]
+
+
+def _note(res: dict[str, object]) -> str:
+    if "cpu_s" not in res:
+        return ""
+    lost = res.get("lost")
+    extra = f", {res['records']:.0f} records, {lost:.0f} lost" if isinstance(lost, float | int) else ""
+    return f"  (inotrace CPU {res['cpu_s']:.2f} s{extra})"
 
 
 def run_rounds(trees: list[str], rounds: int, configs: list[str]) -> dict[str, list[dict[str, object]]]:
@@ -288,7 +316,7 @@ def run_rounds(trees: list[str], rounds: int, configs: list[str]) -> dict[str, l
         for c in order:
             res = CONFIGS[c](trees)
             out[c].append(res)
-            cpu = f"  (inotrace CPU {res['cpu_s']:.2f} s)" if "cpu_s" in res else ""
+            cpu = _note(res)
             print(f"  round {r + 1} {c:9} {res['seconds']:.2f} s{cpu}", flush=True)
     return out
 
@@ -305,12 +333,15 @@ def summarize(name: str, runs: dict[str, list[dict[str, object]]]) -> dict[str, 
             for k in traced[0]["corrections"]  # type: ignore[attr-defined]
         },
         "gauge_exact_every_round": all(r["gauge_exact"] for r in traced),
-        "cpu_s_per_100k_records": statistics.median(float(r["cpu_s_per_100k_records"] or 0) for r in traced),
+        "cpu_s_per_100k_watches": statistics.median(float(r["cpu_s_per_100k_watches"]) for r in traced),
         "scrape_p99_ms": max(float(r["scrape_p99_ms"] or 0) for r in traced),
     }
     for other in ("bpftrace", *DIAGNOSTIC, "against"):
         if other in med:
             summary[f"ratio_{other}"] = round(med[other] / med["none"], 3)
+    if "audited" in runs:
+        summary["audited_lost_total"] = sum(float(r["lost"]) for r in runs["audited"])  # type: ignore[arg-type]
+        summary["audited_records"] = statistics.median(float(r["records"]) for r in runs["audited"])  # type: ignore[arg-type]
     print(f"\n{name}:")
     for k, v in summary.items():
         print(f"  {k:26} {v}")

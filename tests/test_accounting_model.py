@@ -183,6 +183,19 @@ def test_no_fdinfo_read_when_calls_ran_between_two_reads() -> None:
     assert not +acc.corrections
 
 
+def test_a_call_on_one_instance_voids_the_whole_users_comparison() -> None:
+    """Ten watchers of one user mid-burst: the user's counter is read at another
+    moment than each instance, so when it differs and one instance moved since,
+    none is read (reading the quiet ones was a 100k-line fdinfo each, each sample)."""
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    acc.apply(call(Syscall.INOTIFY_INIT1, G2, ret=4))
+    first = [fact(G1, 10, 3, 2, 201, state=st(added=100, calls=100)), fact(G2, 10, 4, 2, 201, state=st(added=100))]
+    again = [fact(G1, 10, 3, 2, 202, state=st(added=101, calls=101)), fact(G2, 10, 4, 2, 202, state=st(added=100))]
+    acc.reconcile(first, never, kernel(again))
+    assert [acc.instances[g].count for g in (G1, G2)] == [100, 100] and not +acc.corrections
+
+
 def test_a_call_during_the_fdinfo_read_voids_it() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))

@@ -114,6 +114,20 @@ def _pre_steady(a: GroupState | None, b: GroupState | None) -> bool:
     return (a.pre_removed if a else 0) == (b.pre_removed if b else 0)
 
 
+def _users_still(insts: list[Instance], again: dict[int, GroupState | None]) -> list[Instance]:
+    """The instances of users none of whose instances moved since this
+    sample's read. The user's counter was read at another moment than each
+    instance's state, so one call on any of them voids the comparison: were
+    the others read, a busy user's quiet instances would be re-read (a
+    100k-line fdinfo each) at every sample while its busy one runs."""
+    by_user: dict[int, list[Instance]] = {}
+    for inst in insts:
+        by_user.setdefault(inst.ucounts, []).append(inst)
+    return [
+        inst for group in by_user.values() if all(_calm(i.state, again.get(i.group)) for i in group) for inst in group
+    ]
+
+
 class Accounting:
     def __init__(self, max_instances: int = 1 << 20) -> None:
         self.instances: dict[int, Instance] = {}
@@ -363,8 +377,7 @@ class Accounting:
         if differing and not seeding:
             # a count differs with nothing in flight: look again before reading
             # fdinfo, so a call that ran between two files of this read is not it
-            again = {f.group: f.state for f in kernel()}
-            differing = [i for i in differing if _calm(i.state, again.get(i.group))]
+            differing = _users_still(differing, {f.group: f.state for f in kernel()})
         if unknown or differing:
             self._read_and_settle(unknown + differing, read, kernel, seeding)
         self._drift()
