@@ -8,6 +8,7 @@ doubled so the escaping is unambiguous, and the result is cut at `limit`.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -24,8 +25,15 @@ def _escape_char(ch: str) -> str:
     return f"\\U{cp:08x}"
 
 
+# Printable ASCII but the backslash: what most comms and paths are made of,
+# and what escaping leaves as it is.
+_NEEDS_ESCAPE = re.compile(rb"[^\x20-\x5b\x5d-\x7e]")
+
+
 def escape(raw: bytes, limit: int = 4096) -> tuple[str, bool]:
     """(escaped text, whether it was cut at `limit` characters)."""
+    if not _NEEDS_ESCAPE.search(raw):  # nothing to escape: one scan in C, not a loop per character
+        return raw[:limit].decode("ascii"), len(raw) > limit
     text = raw.decode("utf-8", errors="surrogateescape")
     out: list[str] = []
     size = 0
