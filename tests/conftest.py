@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -173,9 +174,9 @@ def wait_for_records(path: Path, count: int, timeout: float = 10, **match: objec
     return got
 
 
-def http_get(url: str) -> tuple[int, str]:
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -199,3 +200,14 @@ def assert_one_line_error(res: subprocess.CompletedProcess[str], needle: str, co
     assert lines[0].startswith("inotrace: "), lines
     assert needle in lines[0], lines[0]
     assert "Traceback" not in res.stderr
+
+
+@contextlib.contextmanager
+def tmpfs_on(point: Path, *options: str) -> Iterator[Path]:
+    """A tmpfs mounted on the directory `point` for the block; never left behind."""
+    subprocess.run(["mount", "-t", "tmpfs", *options, "inotrace-test", str(point)], check=True)
+    try:
+        yield point
+    finally:
+        if subprocess.run(["umount", str(point)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(point)], check=False)

@@ -11,15 +11,13 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import http_get, log_records, unique_comm, wait_for_records
+from conftest import http_get, log_records, tmpfs_on, unique_comm, wait_for_records
 
 pytestmark = pytest.mark.bpf
 
@@ -27,12 +25,10 @@ pytestmark = pytest.mark.bpf
 @contextlib.contextmanager
 def tiny_tmpfs(kib: int) -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="inotrace-full-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "inotrace-full", str(d)], check=True)
     try:
-        yield d
+        with tmpfs_on(d, "-o", f"size={kib}k"):
+            yield d
     finally:
-        if subprocess.run(["umount", str(d)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(d)], check=False)  # never leave a mount behind
         d.rmdir()
 
 
@@ -116,11 +112,7 @@ def counter(text: str, name: str) -> float:
 
 
 def scrape(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    return http_get(url, timeout=60)  # a storm's slowest answer can take seconds
 
 
 STORM = 400

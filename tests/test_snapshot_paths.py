@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import INOTRACE, terminate
+from conftest import INOTRACE, terminate, tmpfs_on
 
 
 @contextlib.contextmanager
@@ -17,12 +17,10 @@ def tmpfs_at(name: str) -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="inotrace-mnt-"))
     point = base / name
     point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "inotrace-mnt", str(point)], check=True)
     try:
-        yield point
+        with tmpfs_on(point):
+            yield point
     finally:
-        if subprocess.run(["umount", str(point)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(point)], check=False)  # never leave a mount behind
         point.rmdir()
         base.rmdir()
 
