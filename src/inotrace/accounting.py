@@ -128,6 +128,9 @@ def _users_still(insts: list[Instance], again: dict[int, GroupState | None]) -> 
     ]
 
 
+PerOwner = dict[tuple[int, int], list[int]]  # (tgid, uid) -> [instances, watches, deepest queue]
+
+
 class Accounting:
     def __init__(self, max_instances: int = 1 << 20) -> None:
         self.instances: dict[int, Instance] = {}
@@ -200,14 +203,22 @@ class Accounting:
 
     # -- queries -------------------------------------------------------------
 
+    def per_owner(self) -> PerOwner:
+        """Each instance once, for its owner (the lowest-numbered holder): the
+        one aggregation behind the per-comm and per-process gauges and limit hits."""
+        out: PerOwner = {}
+        for inst in self.instances.values():
+            if not inst.holders:
+                continue
+            row = out.setdefault((inst.owner, inst.uid), [0, 0, 0])
+            row[0] += 1
+            row[1] += inst.count
+            row[2] = max(row[2], inst.q_len)
+        return out
+
     def top_holders(self, uid: int, by: str, n: int = 5) -> tuple[Holder, ...]:
         """The processes holding most of a user's instances or watches (by="instances"|"watches")."""
-        per: dict[int, list[int]] = {}
-        for inst in self.instances.values():
-            if inst.uid == uid and inst.holders:
-                row = per.setdefault(inst.owner, [0, 0])
-                row[0] += 1
-                row[1] += inst.count
+        per = {tgid: v for (tgid, u), v in self.per_owner().items() if u == uid}
         key = 1 if by == "watches" else 0
         ranked = sorted(per.items(), key=lambda kv: (-kv[1][key], -kv[1][1 - key], kv[0]))[:n]
         return tuple(Holder(pid, v[0], v[1]) for pid, v in ranked)

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .accounting import Accounting
+from .accounting import Accounting, PerOwner
 from .labels import CounterFold, LabelCap
 from .names import errno_name
 from .records import CountKeyC, OpenKeyC, Origin, Syscall
@@ -113,19 +113,20 @@ def render_accounting(
     comm capped through overflow_fold (a fresh one: the first scrape's view).
     container_of: pid -> (container_id, pod_uid), labels on the per-process gauges (--labels.container).
     """
-    # A shared instance counts once, for its owner (lowest-numbered holder).
-    per_proc: dict[tuple[int, int], list[int]] = {}  # (tgid, uid) -> [instances, watches, deepest queue]
-    for inst in acc.instances.values():
-        if not inst.holders:
-            continue
-        row = per_proc.setdefault((inst.owner, inst.uid), [0, 0, 0])
-        row[0] += 1
-        row[1] += inst.count
-        row[2] = max(row[2], inst.q_len)
-    comm = {tgid: comm_of(tgid) for tgid, _ in per_proc}
-    comms.admit((comm[tgid], v[1] + v[0]) for (tgid, _), v in per_proc.items())
+    owners = acc.per_owner()
+    comm = {tgid: comm_of(tgid) for tgid, _ in owners}
+    return [
+        *_by_comm(owners, comm, comms),
+        *_top_processes(owners, comm, top_n, container_of),
+        *_per_user(acc, limits),
+        *_model_health(acc, overflows, overflow_fold or CounterFold(comms.cap)),
+    ]
+
+
+def _by_comm(owners: PerOwner, comm: dict[int, str], comms: LabelCap) -> list[Metric]:
+    comms.admit((comm[tgid], v[1] + v[0]) for (tgid, _), v in owners.items())
     by_comm: dict[tuple[str, str], list[int]] = {}
-    for (tgid, uid), v in per_proc.items():
+    for (tgid, uid), v in owners.items():
         agg = by_comm.setdefault((comms.label(comm[tgid]), str(uid)), [0, 0])
         agg[0] += v[0]
         agg[1] += v[1]
@@ -138,28 +139,36 @@ def render_accounting(
     for labels, (n_inst, n_watch) in sorted(by_comm.items()):
         inst_f.add_metric(list(labels), n_inst)
         watch_f.add_metric(list(labels), n_watch)
-    top = sorted(per_proc.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:top_n]
-    proc_label_names = ["pid", "comm", "uid"] + (["container_id", "pod_uid"] if container_of else [])
+    return [inst_f, watch_f]
+
+
+def _top_processes(
+    owners: PerOwner, comm: dict[int, str], top_n: int, container_of: Callable[[int], tuple[str, str]] | None
+) -> list[Metric]:
+    top = sorted(owners.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:top_n]
+    names = ["pid", "comm", "uid"] + (["container_id", "pod_uid"] if container_of else [])
     p_inst = GaugeMetricFamily(
         "inotrace_process_inotify_instances",
         "inotify instances owned by one of the top processes by watches",
-        labels=proc_label_names,
+        labels=names,
     )
     p_watch = GaugeMetricFamily(
-        "inotrace_process_inotify_watches",
-        "inotify watches of one of the top processes by watches",
-        labels=proc_label_names,
+        "inotrace_process_inotify_watches", "inotify watches of one of the top processes by watches", labels=names
     )
     p_queue = GaugeMetricFamily(
         "inotrace_process_inotify_queue_depth",
         "events queued in the deepest instance of one of the top processes",
-        labels=proc_label_names,
+        labels=names,
     )
     for (tgid, uid), (n_inst, n_watch, depth) in top:
-        proc_labels = [str(tgid), comm[tgid], str(uid), *(container_of(tgid) if container_of else ())]
-        p_inst.add_metric(proc_labels, n_inst)
-        p_watch.add_metric(proc_labels, n_watch)
-        p_queue.add_metric(proc_labels, depth)
+        labels = [str(tgid), comm[tgid], str(uid), *(container_of(tgid) if container_of else ())]
+        p_inst.add_metric(labels, n_inst)
+        p_watch.add_metric(labels, n_watch)
+        p_queue.add_metric(labels, depth)
+    return [p_inst, p_watch, p_queue]
+
+
+def _per_user(acc: Accounting, limits: Limits) -> list[Metric]:
     u_inst = GaugeMetricFamily(
         "inotrace_user_inotify_instances",
         "inotify instances charged to a user, from the kernel's own counter",
@@ -189,6 +198,10 @@ def render_accounting(
         "inotrace_inotify_max_queued_events", "queue cap given to new inotify instances (fs.inotify.max_queued_events)"
     )
     max_q.add_metric([], limits.max_queued_events)
+    return [u_inst, u_watch, max_i, max_w, max_q]
+
+
+def _model_health(acc: Accounting, overflows: Sequence[tuple[str, int, int]], fold: CounterFold) -> list[Metric]:
     corr = CounterMetricFamily(
         "inotrace_accounting_corrections", "corrections reconciling made to the live model, by kind", labels=["kind"]
     )
@@ -201,35 +214,19 @@ def render_accounting(
     )
     for resource, value in sorted(acc.drift.items()):
         drift.add_metric([resource], value)
-    overflow = CounterMetricFamily(
+    untracked = CounterMetricFamily(
         "inotrace_accounting_untracked_instances", "instances not tracked because --max-tracked-instances was reached"
     )
-    overflow.add_metric([], acc.overflow)
+    untracked.add_metric([], acc.overflow)
     q_over = CounterMetricFamily(
         "inotrace_inotify_queue_overflows",
         "times an instance's event queue was seen overflowed (IN_Q_OVERFLOW queued, later events dropped), "
         "by owner comm and charged uid; sampled, so an overflow drained within one sample can be missed",
         labels=["comm", "uid"],
     )
-    overflow_fold = overflow_fold or CounterFold(comms.cap)
-    for (c, uid_s), n in sorted(overflow_fold.fold((c, (str(uid),), n) for c, uid, n in overflows).items()):
+    for (c, uid_s), n in sorted(fold.fold((c, (str(uid),), n) for c, uid, n in overflows).items()):
         q_over.add_metric([c, uid_s], n)
-    return [
-        inst_f,
-        watch_f,
-        p_inst,
-        p_watch,
-        p_queue,
-        u_inst,
-        u_watch,
-        max_i,
-        max_w,
-        max_q,
-        corr,
-        drift,
-        overflow,
-        q_over,
-    ]
+    return [corr, drift, untracked, q_over]
 
 
 @dataclass(frozen=True)
