@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import errno
 import html
-import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import (  # client_python's server pieces (its start_http_server's)
+    ThreadingWSGIServer,
+    _get_best_family,
+    _SilentHandler,
+)
 
 from . import __version__
 from .coalesce import Coalesced
@@ -35,28 +38,22 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+class _Server(ThreadingWSGIServer):
+    """client_python's thread-per-request server (daemon threads), with a
+    reusable address and a listen backlog sized for scrape storms."""
+
     allow_reuse_address = True
     # socketserver's listen backlog is 5: a burst of scrapes beyond it waits
     # for SYN retransmits (1 s, 3 s...) before even reaching the 503 rule.
     request_queue_size = 1024
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-def _server_class(host: str) -> type[_Server]:
-    try:
-        v6 = ipaddress.ip_address(host).version == 6
-    except ValueError:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        v6 = bool(infos) and infos[0][0] == socket.AF_INET6
-    if not v6:
+def _server_class(host: str, port: int) -> type[_Server]:
+    """The address family the host needs (client_python's own choice of it)."""
+    family, _addr = _get_best_family(host, port)  # type: ignore[no-untyped-call]
+    if family == _Server.address_family:
         return _Server
-    return type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+    return type("_Server6", (_Server,), {"address_family": family})
 
 
 LANDING = """<!doctype html>
@@ -189,7 +186,8 @@ class Exporter:
         self.cap = RequestCap(max_requests)
         app = make_app(registry, telemetry_path, ready, healthy, self.cap)
         try:
-            self._server = make_server(host, port, app, server_class=_server_class(host), handler_class=_QuietHandler)
+            server_class = _server_class(host, port)
+            self._server = make_server(host, port, app, server_class=server_class, handler_class=_SilentHandler)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise InotraceError(f"cannot listen on {listen}: address already in use") from e
