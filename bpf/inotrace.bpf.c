@@ -44,8 +44,8 @@
 #define COUNTS_MAX 16384
 #endif
 /* Wake the reader once per this many records per CPU; in between it drains
- * the ring on a short timer. A wake-up per record costs ~4.6 us (measured,
- * kernel-notes §6); batching keeps a storm of add_watch calls cheap. */
+ * the ring on a short timer. A wake-up per record costs ~4.6 us (measured
+ * on a 2-vCPU VM); batching keeps a storm of add_watch calls cheap. */
 #ifndef WAKEUP_EVERY
 #define WAKEUP_EVERY 32
 #endif
@@ -262,7 +262,7 @@ static __always_inline __u32 task_ppid(void *task)
 }
 
 /* current_euid(): inotify charges its limits to the effective uid of the
- * task that creates the instance (kernel-notes §3). kuid_t is { uid_t val }. */
+ * task that creates the instance. kuid_t is { uid_t val }. */
 static __always_inline __u32 task_euid(void *task)
 {
 	__u32 euid = 0;
@@ -782,7 +782,7 @@ int tp_exit_open_by_handle_at(struct sc_exit_ctx *ctx)
 
 /* Kprobe front end: open, openat, openat2 and creat all reach
  * do_sys_openat2 (>= 5.6). do_sys_open is inlined there on 6.1: a kprobe on
- * it attaches and never fires (kernel-notes §7), so it is not used. */
+ * it attaches and never fires, so it is not used. */
 int kr_exit_do_sys_openat2(struct pt_regs *ctx)
 {
 	return open_exit(0, (__s64)(int)PT_REGS_RC(ctx), INOTRACE_BACKEND_KPROBE);

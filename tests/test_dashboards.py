@@ -1,9 +1,9 @@
 """The Grafana dashboards follow the conventions of shareable dashboards.
 
-docs: /work/shared/docs/conventions.md "Dashboards". Grafana's dashboard linter
-cannot be installed here, so its rules are checked in pytest, with a small
-PromQL scanner (also used by test_rules.py and test_prometheus_e2e.py): the
-real Prometheus evaluates every expression in test_prometheus_e2e.py.
+Grafana's dashboard linter cannot be installed here, so its rules are
+checked in pytest, with a small PromQL scanner (also used by test_rules.py
+and test_prometheus_e2e.py): the real Prometheus evaluates every expression
+in test_prometheus_e2e.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Prometheus rules: promtool's own checks and unit tests, and the mixin conventions.
 
-docs: /work/shared/docs/conventions.md "Alerts and rules". promtool comes from
+promtool comes from
 Debian's `prometheus` package (make setup-test installs it).
 """
 

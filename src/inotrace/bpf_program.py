@@ -1,7 +1,7 @@
 """Compile, attach and read the BPF program. The only module that imports bcc.
 
-Backends are chosen per probe by *attempting* the attach (kernel-notes §1:
-feature probes lie here, e.g. support_kfunc() says yes and loading fails).
+Backends are chosen per probe by *attempting* the attach: feature probes lie
+(BCC's support_kfunc() says yes on kernels where loading fentry gets EPERM).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Kernel struct offsets from the running kernel's BTF.
 
 BCC compiles against whatever kernel headers it finds, which on a kernel
-without its own describe another kernel's struct layouts (kernel-notes §2).
+without its own describe another kernel's struct layouts.
 So the BPF C never dereferences a kernel struct: it reads fields at offsets
 resolved here from ``/sys/kernel/btf/vmlinux`` and passed as ``-DOFF_*=N``.
 

@@ -3,7 +3,7 @@ events, limit failures with who holds what, and gaps in the stream.
 
 inotify instances and watches also end without any inotify call (last fd
 closed, watched inode deleted, unmount, IN_ONESHOT), and queues overflow
-silently. There is no fsnotify tracepoint (kernel-notes §3), so these are
+silently. There is no fsnotify tracepoint, so these are
 found by comparing the kernel's state with the model: each is stamped with
 the time it was *observed*, which is at most one sample interval after it
 happened.

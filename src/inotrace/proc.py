@@ -1,6 +1,6 @@
 """Reads of /proc: inotify fds and their watches (/proc/PID/fd, /proc/PID/fdinfo), comm, the inotify sysctls.
 
-fdinfo has one line per watch, every number in hex (kernel-notes §4):
+fdinfo has one line per watch, every number in hex:
 ``inotify wd:c8 ino:20c2aa sdev:fe00000 mask:382 ignored_mask:0 fhandle-bytes:8 ...``
 `sdev` is the kernel's dev_t (major << 20 | minor), not st_dev.
 """

@@ -1,7 +1,7 @@
 """`inotrace snapshot`: who holds what right now, from procfs alone (no BPF).
 
 procfs lists an instance once per fd that refers to it: a forked or dup'd
-instance shows up in several places (kernel-notes §4). kcmp(KCMP_FILE) says
+instance shows up in several places. kcmp(KCMP_FILE) says
 whether two fds are the same open file, and orders them consistently, so
 sorting every inotify fd with it groups the holders of each instance in
 O(n log n) comparisons. Where kcmp is refused (another user's process,
@@ -176,8 +176,8 @@ class MountFds:
 def resolve_path(watch: proc.Watch, mount_fd: int | None) -> str | None:
     """The path of a watched inode, or None when it cannot be told for sure.
 
-    A watched file whose dentry was evicted resolves to "/" (kernel-notes
-    §4): the result is trusted only if it stats to the watched inode.
+    A watched file whose dentry was evicted resolves to "/": the result is
+    trusted only if it stats to the watched inode.
     """
     if mount_fd is None or not watch.handle or watch.handle_type < 0:
         return None
