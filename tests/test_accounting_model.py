@@ -196,6 +196,25 @@ def test_a_call_on_one_instance_voids_the_whole_users_comparison() -> None:
     assert [acc.instances[g].count for g in (G1, G2)] == [100, 100] and not +acc.corrections
 
 
+def test_a_kernel_removal_beside_a_busy_sibling_is_still_found() -> None:
+    """The difference (3) is more than the busy instance's one call can explain:
+    the quiet instance is read, and its kernel removals counted."""
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    acc.apply(call(Syscall.INOTIFY_INIT1, G2, ret=4))
+    quiet = st(added=10, calls=10)
+    acc.reconcile(
+        [fact(G1, 10, 3, 2, 110, state=st(added=100, calls=100)), fact(G2, 10, 4, 2, 110, state=quiet)],
+        never,
+        kernel([]),
+    )
+    first = [fact(G1, 10, 3, 2, 107, state=st(added=100, calls=100)), fact(G2, 10, 4, 2, 107, state=quiet)]
+    again = [fact(G1, 10, 3, 2, 108, state=st(added=101, calls=101)), fact(G2, 10, 4, 2, 108, state=quiet)]
+    truth = {(10, 4): {wd: 2 for wd in range(1, 8)}}
+    acc.reconcile(first, by_fd(truth), kernel(again, again))
+    assert acc.instances[G2].count == 7 and acc.corrections["watch_removed_by_kernel"] == 3
+
+
 def test_a_call_during_the_fdinfo_read_voids_it() -> None:
     acc = Accounting()
     acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))

@@ -114,18 +114,35 @@ def _pre_steady(a: GroupState | None, b: GroupState | None) -> bool:
     return (a.pre_removed if a else 0) == (b.pre_removed if b else 0)
 
 
-def _users_still(insts: list[Instance], again: dict[int, GroupState | None]) -> list[Instance]:
-    """The instances of users none of whose instances moved since this
-    sample's read. The user's counter was read at another moment than each
-    instance's state, so one call on any of them voids the comparison: were
-    the others read, a busy user's quiet instances would be re-read (a
-    100k-line fdinfo each) at every sample while its busy one runs."""
+def _moves(a: GroupState | None, b: GroupState | None) -> int:
+    """How far an instance's count can have moved between two reads of its
+    state: one watch per call that ran or was in flight."""
+    if a is None or b is None:
+        return 0 if a is b else 1 << 30  # no state to bound it by
+    return b.calls - a.calls + a.inflight + b.inflight
+
+
+def _holding_the_difference(
+    insts: list[Instance], users: dict[int, UserCounts], again: dict[int, GroupState | None], full: bool
+) -> list[Instance]:
+    """Of the instances of users whose count differs, those worth an fdinfo
+    read: the calm ones (no call since this sample's read), and (unless `full`) only when the
+    difference is more than the busy ones could have moved between the reads.
+    The user's counter was read at another moment than each instance's state,
+    so a busy instance explains a difference of up to its calls; reading its
+    quiet siblings then (a 100k-line fdinfo each, at every sample of a burst
+    of 10 watchers) finds nothing. A kernel removal on a quiet instance makes a
+    difference no busy sibling explains for long."""
     by_user: dict[int, list[Instance]] = {}
     for inst in insts:
         by_user.setdefault(inst.ucounts, []).append(inst)
-    return [
-        inst for group in by_user.values() if all(_calm(i.state, again.get(i.group)) for i in group) for inst in group
-    ]
+    out: list[Instance] = []
+    for uc, group in by_user.items():
+        calm = [i for i in group if _calm(i.state, again.get(i.group))]
+        slack = sum(_moves(i.state, again.get(i.group)) for i in group if i not in calm)
+        if full or abs(users[uc].watches - sum(i.count for i in group)) > slack:
+            out.extend(calm)
+    return out
 
 
 PerOwner = dict[tuple[int, int], list[int]]  # (tgid, uid) -> [instances, watches, deepest queue]
@@ -316,18 +333,14 @@ class Accounting:
             by_user.setdefault(inst.ucounts, []).append(inst)
         return by_user
 
-    def _differing(self, files: list[InstanceFile], full: bool) -> list[Instance]:
-        """Known instances of users whose count differs from the kernel's (all with
-        `full`), if none of their calls is in flight in this read."""
-        states = {f.group: f.state for f in files}
+    def _differing(self, full: bool) -> list[Instance]:
+        """Known instances of users whose count differs from the kernel's (all with `full`)."""
         out: list[Instance] = []
         for uc, insts in self._by_user().items():
             kernel = self.users.get(uc)
             if kernel is None or not all(i.known for i in insts):
                 continue
-            if not full and sum(i.count for i in insts) == kernel.watches:
-                continue
-            if all(_calm(i.state, states.get(i.group, i.state)) for i in insts):
+            if full or sum(i.count for i in insts) != kernel.watches:
                 out.extend(insts)
         return out
 
@@ -384,11 +397,12 @@ class Accounting:
         self._now_ns = now_ns
         self._ingest(files, now_ns)
         unknown = [i for i in self.instances.values() if not i.known]
-        differing = self._differing(files, full)
+        differing = self._differing(full)
         if differing and not seeding:
             # a count differs with nothing in flight: look again before reading
             # fdinfo, so a call that ran between two files of this read is not it
-            differing = _users_still(differing, {f.group: f.state for f in kernel()})
+            again = {f.group: f.state for f in kernel()}
+            differing = _holding_the_difference(differing, self.users, again, full)
         if unknown or differing:
             self._read_and_settle(unknown + differing, read, kernel, seeding)
         self._drift()
