@@ -69,6 +69,7 @@ def _io_uring_offsets(tracefs_root: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Build:
+    opts: BuildOptions
     defines: tuple[tuple[str, int], ...]  # every -D, in order
     tracefs: str
     syscall_prefix: bytes
@@ -88,7 +89,7 @@ class Build:
             ("STREAM_OPENS", int(opts.stream_opens)),
             ("STREAM_CALLS", int(opts.stream_calls)),
         ]
-        return cls(tuple(defines), root, prefix, bool(iou))
+        return cls(opts, tuple(defines), root, prefix, bool(iou))
 
     def source(self) -> str:
         return str((bpf_dir() / "inotrace.bpf.c").read_text())

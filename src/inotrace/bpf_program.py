@@ -172,12 +172,7 @@ class Program:
 
     def __init__(self, opts: BuildOptions | None = None, extra_cflags: tuple[str, ...] = ()) -> None:
         self._bcc = _import_bcc()
-        build = Build.resolve(self._bcc, opts or BuildOptions())
-        self.build = build
-        self.tracefs = build.tracefs
-        self.stream_opens = dict(build.defines)["STREAM_OPENS"] == 1
-        self.has_io_uring = build.has_io_uring
-        self.syscall_prefix = build.syscall_prefix
+        build = self.build = Build.resolve(self._bcc, opts or BuildOptions())
         self.cflags = build.cflags(extra_cflags)
         if not os.path.isdir(kernel_headers_dir()):
             raise InotraceError(
@@ -207,7 +202,7 @@ class Program:
 
     def _function(self, target: str) -> bytes:
         if target.startswith("sys:"):
-            return self.syscall_prefix + target[4:].encode()
+            return self.build.syscall_prefix + target[4:].encode()
         return target.encode()
 
     def _tracepoint(self, target: str) -> str:
@@ -215,7 +210,7 @@ class Program:
         category, events = target.split(":")
         names = events.split("|")
         for event in names:
-            if os.path.isdir(os.path.join(self.tracefs, "events", category, event)):
+            if os.path.isdir(os.path.join(self.build.tracefs, "events", category, event)):
                 return f"{category}:{event}"
         return f"{category}:{names[0]}"
 
@@ -223,10 +218,10 @@ class Program:
         """LookupError if the hook has nothing to attach to here; RuntimeError if unusable."""
         if hook.kind == "tracepoint":
             category, event = self._tracepoint(hook.target).split(":")
-            fields = tracefs.format_fields(self.tracefs, category, event)
+            fields = tracefs.format_fields(self.build.tracefs, category, event)
             if fields is None:
                 raise LookupError(f"no tracepoint {hook.target}")
-            if category == "io_uring" and not self.has_io_uring:
+            if category == "io_uring" and not self.build.has_io_uring:
                 raise LookupError(f"tracepoint {hook.target} has an unexpected layout")
             if hook.layout:
                 bad = tracefs.check_syscall_layout(fields, enter=hook.layout == "enter")
@@ -236,11 +231,11 @@ class Program:
             fn = self._function(hook.target)
             if self._bcc.BPF.ksymname(fn) == -1:
                 raise LookupError(f"no kernel function {fn.decode()}")
-            if not os.path.exists(os.path.join(self.tracefs, "kprobe_events")):
+            if not os.path.exists(os.path.join(self.build.tracefs, "kprobe_events")):
                 raise RuntimeError(
                     f"cannot attach kprobe to {fn.decode()}: this kernel has no kprobe support (CONFIG_KPROBES off)"
                 )
-        elif not os.path.isdir(os.path.join(self.tracefs, "events", "task", hook.target)):
+        elif not os.path.isdir(os.path.join(self.build.tracefs, "events", "task", hook.target)):
             raise LookupError(f"no raw tracepoint {hook.target}")
 
     def _attach_hook(self, hook: Hook) -> Callable[[], None]:
@@ -262,7 +257,7 @@ class Program:
         return lambda: self.bpf.detach_kretprobe(event=event)
 
     def _hooks(self, spec: ProbeSpec, backend: str) -> list[Hook]:
-        return [h for h in spec.backends[backend] if self.stream_opens or not h.stream]
+        return [h for h in spec.backends[backend] if self.build.opts.stream_opens or not h.stream]
 
     def _attach_backend(self, spec: ProbeSpec, backend: str) -> None:
         """Every hook of `backend`, or none (LookupError / the attach error)."""
