@@ -10,8 +10,9 @@ import struct
 import pytest
 
 from conftest import run_cli
-from inotrace.bpf_program import PROBES, Program
+from inotrace.bpf_program import Program
 from inotrace.cli import build_options, build_parser
+from inotrace.probes import PROBES
 
 pytestmark = pytest.mark.bpf
 

@@ -157,10 +157,10 @@ def test_log_events_appends_json(serve, tmp_path) -> None:
 def test_kprobe_programs_pass_the_verifier() -> None:
     program = Program()
     try:
-        names = program.load_only("kprobe")
+        names = program.attacher.load_only("kprobe")
         assert {f"{p}_{c}" for p in ("kp_enter", "kr_exit") for c in ("inotify_init", "inotify_init1")} <= set(names)
         assert {"kr_exit_do_sys_openat2", "kr_exit_open_by_handle_at"} <= set(names) and len(names) == 10
-        assert program.load_only("tracepoint")
+        assert program.attacher.load_only("tracepoint")
     finally:
         program.close()
 

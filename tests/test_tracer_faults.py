@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import errno
 import logging
+from types import SimpleNamespace
 
 import pytest
 
 from inotrace.tracer import Tracer
 
 
-class FailingProgram:
-    """Just what Tracer asks of a Program; read_instances fails as told."""
+class FailingMaps:
+    """Just what Tracer reads of a Program's maps; read_instances fails as told."""
 
     def __init__(self, outcomes: list[bytes | OSError]) -> None:
         self.outcomes = outcomes
@@ -43,17 +44,18 @@ class FailingProgram:
 
 def test_failed_samples_are_counted_logged_once_and_retried_an_interval_later(caplog: pytest.LogCaptureFixture) -> None:
     eio = OSError(errno.EIO, "Input/output error")
-    program = FailingProgram([eio, eio, b"\x01\x02\x03", b""])
+    maps = FailingMaps([eio, eio, b"\x01\x02\x03", b""])
+    program = SimpleNamespace(maps=maps, probes=[])
     tracer = Tracer(program, sample_interval=3600)  # type: ignore[arg-type]
     try:
         with caplog.at_level(logging.WARNING, logger="inotrace.tracer"):
             assert tracer.poll(0) == []  # the first sample fails: no exception reaches the loop
             assert tracer.poll(0) == []  # and it is not retried at once (a tight loop of errors)
-            assert (program.reads, tracer.sample_errors) == (1, {"EIO": 1})
+            assert (maps.reads, tracer.sample_errors) == (1, {"EIO": 1})
             tracer.refresh()  # a scrape samples on its own
             tracer.refresh()  # output the iterator never makes
             tracer.refresh()
-        assert program.reads == 4
+        assert maps.reads == 4
         assert tracer.sample_errors == {"EIO": 2, "undecodable": 1}
         warnings = [r.getMessage() for r in caplog.records]
         assert len(warnings) == 2 and "(EIO)" in warnings[0] and "(undecodable)" in warnings[1], warnings

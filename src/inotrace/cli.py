@@ -282,7 +282,7 @@ def _run_tracer(
             max_instances=args.max_instances,
         )
         tracer.self_test()
-        program.mark_usermode_helpers(usermode_helpers(args.procfs))
+        program.maps.mark_usermode_helpers(usermode_helpers(args.procfs))
         tracer.seed()
         started(tracer)
         _loop.update(running=True, stop=False)

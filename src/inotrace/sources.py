@@ -38,7 +38,7 @@ def calls(tracer: Tracer, max_comms: int) -> Source:
     fold = CounterFold(max_comms)
 
     def collect() -> list[Metric]:
-        rows = [CallCount.from_key(k, v) for k, v in tracer.program.read_counts()]
+        rows = [CallCount.from_key(k, v) for k, v in tracer.maps.read_counts()]
         return render_calls(rows, fold)
 
     return collect
@@ -48,7 +48,7 @@ def opens(tracer: Tracer, max_comms: int) -> Source:
     fold = CounterFold(max_comms)
 
     def collect() -> list[Metric]:
-        return render_opens([OpenCount.from_key(k, v) for k, v in tracer.program.read_open_counts()], fold)
+        return render_opens([OpenCount.from_key(k, v) for k, v in tracer.maps.read_open_counts()], fold)
 
     return collect
 
@@ -86,15 +86,14 @@ def accounting(
 
 def exporter(tracer: Tracer) -> Source:
     def collect() -> list[Metric]:
-        program = tracer.program
         probes = [
             ProbeRow(status.probe, backend, err is None)
-            for status in program.probes
+            for status in tracer.probes
             if not status.absent
             for backend, err in status.tried.items()
         ]
-        lost = {LostReason(i).label: v for i, v in enumerate(program.read_lost())}
-        entries = {name: program.map_fill(name) for name in WATCHED_MAPS}
+        lost = {LostReason(i).label: v for i, v in enumerate(tracer.maps.read_lost())}
+        entries = {name: tracer.maps.map_fill(name) for name in WATCHED_MAPS}
         with tracer.lock:
             failed = dict(tracer.sample_errors)
         return render_self(probes, lost, tracer.records, tracer.invalid, entries, sample_errors=failed)

@@ -81,7 +81,8 @@ class Tracer:
         is when instance ends, kernel-removed watches and queue overflows
         are found; every reconcile_interval all watches are re-read.
         """
-        self.program = program
+        self.maps = program.maps  # what the tracer reads
+        self.probes = program.probes  # what attached, for the exporter's own metrics
         self.procfs = procfs
         self.records = 0
         self.invalid = 0
@@ -103,13 +104,13 @@ class Tracer:
         self._own_user_ns = user_ns_inode(procfs)
         self.sample_errors: dict[str, int] = {}  # errno name or "undecodable" -> failed samples
         self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="fdinfo")
-        program.open_ring()
+        self.maps.open_ring()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
     def _drain(self, timeout_ms: int) -> list[InotifyCall | OpenCall]:
-        raw = self.program.poll(timeout_ms, DRAIN_BATCH)
+        raw = self.maps.poll(timeout_ms, DRAIN_BATCH)
         calls: list[InotifyCall | OpenCall] = []
         for data in raw:
             self.records += 1
@@ -142,7 +143,7 @@ class Tracer:
         now = time.monotonic_ns()
         if not force and now - self._gap_checked < GAP_CHECK_S * 1e9:
             return
-        for i, (reason, n) in enumerate(zip(GAP_REASONS, self.program.read_lost(GAP_REASONS), strict=True)):
+        for i, (reason, n) in enumerate(zip(GAP_REASONS, self.maps.read_lost(GAP_REASONS), strict=True)):
             if n > self._gap_seen[i]:
                 self._gaps.append(RecordsLost(now, self._gap_checked, n - self._gap_seen[i], reason.label))
                 self._gap_seen[i] = n
@@ -222,7 +223,7 @@ class Tracer:
         return list(self._pool.map(read_one, instances))
 
     def _kernel(self) -> list[InstanceFile]:
-        return decode_instances(self.program.read_instances())
+        return decode_instances(self.maps.read_instances())
 
     def _reconcile(self, full: bool = False, seeding: bool = False) -> None:
         files = self._kernel()
@@ -248,12 +249,12 @@ class Tracer:
         at a reused address is spared: init gave it a new gen)."""
         acc = self.accounting
         for group, gen in acc.destroyed:
-            self.program.forget_group(group, gen)
+            self.maps.forget_group(group, gen)
         acc.destroyed = []
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
             live = acc.instances.keys()
-            self.program.sweep_groups(lambda group: group in live)
+            self.maps.sweep_groups(lambda group: group in live)
 
     def _named(self, ev: LifetimeEvent) -> LifetimeEvent:
         return replace(ev, comm=self._comm_raw(ev.pid)) if ev.pid and not ev.comm else ev

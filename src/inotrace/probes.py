@@ -1,0 +1,112 @@
+"""The probes inotrace attaches, and by which backends: data only (no bcc).
+
+Each probe is attached whole by one backend or not at all; `required` ones
+must attach for the tracer to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BACKENDS = ("tracepoint", "kprobe")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One attachment: kind tracepoint|kprobe|kretprobe|raw_tracepoint."""
+
+    kind: str
+    target: str  # "category:event", a kernel function ("sys:" = the syscall's function), a raw tracepoint
+    fn: str  # the BPF function
+    layout: str = ""  # "enter"/"exit": check the syscall tracepoint record layout first
+    optional: bool = False  # absent on this kernel: skip it (the probe needs one hook)
+    stream: bool = False  # only when opens are streamed (trace --opens)
+
+
+def _syscall_hooks(name: str) -> dict[str, tuple[Hook, ...]]:
+    return {
+        "tracepoint": (
+            Hook("tracepoint", f"syscalls:sys_enter_{name}", f"tp_enter_{name}", layout="enter"),
+            Hook("tracepoint", f"syscalls:sys_exit_{name}", f"tp_exit_{name}", layout="exit"),
+        ),
+        "kprobe": (
+            Hook("kprobe", f"sys:{name}", f"kp_enter_{name}"),
+            Hook("kretprobe", f"sys:{name}", f"kr_exit_{name}"),
+        ),
+    }
+
+
+def _open_tracepoints(names: tuple[str, ...]) -> tuple[Hook, ...]:
+    hooks: list[Hook] = []
+    for n in names:
+        hooks.append(Hook("tracepoint", f"syscalls:sys_exit_{n}", f"tp_exit_{n}", layout="exit", optional=True))
+        hooks.append(
+            Hook("tracepoint", f"syscalls:sys_enter_{n}", f"tp_enter_{n}", layout="enter", optional=True, stream=True)
+        )
+    return tuple(hooks)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    name: str
+    required: bool
+    backends: dict[str, tuple[Hook, ...]]
+
+
+# Probes, in attach order; `required` ones must attach for the tracer to run.
+# inotify_init does not exist on every architecture (arm64 has only init1).
+# Opens are counted at syscall exit; the entry hooks (path, flags) are only
+# attached when opens are streamed. The kprobe backend counts opens at
+# do_sys_openat2, which open/openat/openat2/creat all reach (>= 5.6): a
+# kprobe on do_sys_open attaches on 6.1 and never fires (it is inlined).
+PROBES: tuple[ProbeSpec, ...] = (
+    ProbeSpec("inotify_init", False, _syscall_hooks("inotify_init")),
+    ProbeSpec("inotify_init1", True, _syscall_hooks("inotify_init1")),
+    ProbeSpec("inotify_add_watch", True, _syscall_hooks("inotify_add_watch")),
+    ProbeSpec("inotify_rm_watch", True, _syscall_hooks("inotify_rm_watch")),
+    ProbeSpec(
+        "open",
+        False,
+        {
+            "tracepoint": _open_tracepoints(("open", "openat", "openat2", "creat")),
+            "kprobe": (
+                Hook("kprobe", "do_sys_openat2", "kp_enter_do_sys_openat2", stream=True),
+                Hook("kretprobe", "do_sys_openat2", "kr_exit_do_sys_openat2"),
+            ),
+        },
+    ),
+    ProbeSpec(
+        "open_by_handle_at",
+        False,
+        {
+            "tracepoint": _open_tracepoints(("open_by_handle_at",)),
+            "kprobe": (
+                Hook("kprobe", "sys:open_by_handle_at", "kp_enter_open_by_handle_at", stream=True),
+                Hook("kretprobe", "sys:open_by_handle_at", "kr_exit_open_by_handle_at"),
+            ),
+        },
+    ),
+    # io_uring opens bypass the open syscalls; only io_uring's tracepoints see them.
+    ProbeSpec(
+        "io_uring",
+        False,
+        {
+            "tracepoint": (
+                # io_uring_submit_sqe before 6.2 (same req/opcode fields)
+                Hook("tracepoint", "io_uring:io_uring_submit_req|io_uring_submit_sqe", "tp_iou_submit_req"),
+                Hook("tracepoint", "io_uring:io_uring_queue_async_work", "tp_iou_queue_async_work"),
+                Hook("tracepoint", "io_uring:io_uring_complete", "tp_iou_complete"),
+            )
+        },
+    ),
+    # new thread groups: marks usermode helpers (origin) exactly at fork
+    ProbeSpec("task_newtask", False, {"raw_tracepoint": (Hook("raw_tracepoint", "task_newtask", "raw_task_newtask"),)}),
+)
+
+
+@dataclass
+class ProbeStatus:
+    probe: str
+    backend: str | None = None  # the one attached, if any
+    tried: dict[str, str | None] = field(default_factory=dict)  # backend -> error (None = ok)
+    absent: bool = False  # no backend has anything to attach to on this kernel
