@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .accounting import Accounting, PerOwner
 from .labels import CounterFold, LabelCap
+from .limits import Limits
 from .names import errno_name
 from .records import CountKeyC, OpenKeyC, Origin, Syscall
 from .untrusted import comm_text
@@ -81,16 +82,6 @@ def render_calls(rows: Sequence[CallCount], fold: CounterFold) -> list[Metric]:
     for (comm, metric, kind, uid, last), value in sorted(series.items()):
         fams[metric, kind].add_metric([comm, uid, last], value)
     return list(fams.values())
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The limits in force: sysctls of inotrace's own user namespace."""
-
-    user_ns: int
-    max_user_instances: int
-    max_user_watches: int
-    max_queued_events: int
 
 
 CORRECTION_KINDS = ("instance_missed", "watch_missed", "watch_removed_by_kernel")
@@ -185,19 +176,19 @@ def _per_user(acc: Accounting, limits: Limits) -> list[Metric]:
     max_w = GaugeMetricFamily(
         "inotrace_inotify_max_user_watches", "per-user watch limit of a user namespace", labels=["user_ns"]
     )
-    ns_limits = {limits.user_ns: (limits.max_user_instances, limits.max_user_watches)}
+    ns_limits = {limits.user_ns: limits.of(None)}
     for u in sorted(acc.users.values(), key=lambda u: (u.user_ns, u.uid)):
         user_labels = [str(u.uid), str(u.user_ns)]
         u_inst.add_metric(user_labels, u.instances)
         u_watch.add_metric(user_labels, u.watches)
-        ns_limits.setdefault(u.user_ns, (u.max_instances, u.max_watches))
+        ns_limits.setdefault(u.user_ns, limits.of(u))
     for ns, (mi, mw) in sorted(ns_limits.items()):
-        max_i.add_metric([str(ns)], mi)
-        max_w.add_metric([str(ns)], mw)
+        max_i.add_metric([str(ns)], mi or 0)
+        max_w.add_metric([str(ns)], mw or 0)
     max_q = GaugeMetricFamily(
         "inotrace_inotify_max_queued_events", "queue cap given to new inotify instances (fs.inotify.max_queued_events)"
     )
-    max_q.add_metric([], limits.max_queued_events)
+    max_q.add_metric([], limits.max_queued_events or 0)
     return [u_inst, u_watch, max_i, max_w, max_q]
 
 

@@ -138,3 +138,34 @@ def read_inotify_limits(procfs: str) -> dict[str, int | None]:
         except (OSError, ValueError):
             out[name] = None
     return out
+
+
+def user_ns_inode(procfs: str) -> int:
+    """The reader's user namespace (the inode number its ns link names); 0 if unreadable."""
+    try:
+        link = os.readlink(f"{procfs}/self/ns/user")  # "user:[4026531837]"
+        return int(link[link.index("[") + 1 : -1])
+    except (OSError, ValueError):
+        return 0
+
+
+class CommCache:
+    """Raw comms of the processes the model holds, read once each: a process
+    read while it lives is named even after it exits. Forgotten for the
+    processes no longer held, and all re-read after `refresh` (exec renames)."""
+
+    def __init__(self, procfs: str) -> None:
+        self.procfs = procfs
+        self._comms: dict[int, bytes] = {}  # raw, as the process set it (untrusted)
+
+    def raw(self, tgid: int) -> bytes:
+        comm = self._comms.get(tgid)
+        if comm is None:
+            comm = self._comms[tgid] = read_comm(self.procfs, tgid) or b""
+        return comm
+
+    def keep(self, tgids: set[int], refresh: bool = False) -> None:
+        if refresh:
+            self._comms.clear()
+        for tgid in self._comms.keys() - tgids:
+            del self._comms[tgid]

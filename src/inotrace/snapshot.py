@@ -21,6 +21,7 @@ from typing import Any
 
 from . import proc
 from .libc import LIBC
+from .limits import Limits
 from .untrusted import comm_text, escape_text
 
 _libc = LIBC
@@ -210,7 +211,8 @@ def _shown(path: str | None) -> str:
 
 
 def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = False) -> dict[str, Any]:
-    limits = proc.read_inotify_limits(procfs)
+    limits = Limits.read(procfs)
+    max_instances, max_watches = limits.of(None)  # snapshot reads no ucounts: the users of our namespace
     users: dict[int, dict[str, int]] = {}
     procs: dict[int, dict[str, Any]] = {}
     out_instances = []
@@ -253,10 +255,14 @@ def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = F
     finally:
         mounts.close()
     for u in users.values():
-        u["max_instances"] = limits["max_user_instances"] or 0
-        u["max_watches"] = limits["max_user_watches"] or 0
+        u["max_instances"] = max_instances or 0
+        u["max_watches"] = max_watches or 0
     return {
-        "limits": limits,
+        "limits": {
+            "max_user_instances": limits.max_user_instances,
+            "max_user_watches": limits.max_user_watches,
+            "max_queued_events": limits.max_queued_events,
+        },
         "users": sorted(users.values(), key=lambda u: -u["watches"]),
         "processes": sorted(procs.values(), key=lambda p: (-p["watches"], -p["instances"], p["pid"])),
         "instances": sorted(out_instances, key=lambda i: (-i["watches"], i["owner"])),

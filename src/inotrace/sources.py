@@ -9,13 +9,12 @@ from collections.abc import Callable
 
 from prometheus_client.core import Metric
 
-from . import proc
 from .auditlog import AuditLog
 from .exporter import RequestCap
 from .labels import CounterFold, LabelCap
+from .limits import Limits
 from .metrics import (
     CallCount,
-    Limits,
     OpenCount,
     ProbeRow,
     Source,
@@ -27,7 +26,7 @@ from .metrics import (
     render_self,
 )
 from .records import LostReason
-from .tracer import Tracer, user_ns_inode
+from .tracer import Tracer
 from .untrusted import comm_text
 
 # BPF maps whose fill `inotrace_bpf_map_entries` shows against their capacity.
@@ -61,13 +60,7 @@ def accounting(
 
     def collect() -> list[Metric]:
         tracer.refresh()
-        sysctl = proc.read_inotify_limits(tracer.procfs)
-        limits = Limits(
-            user_ns=user_ns_inode(tracer.procfs),
-            max_user_instances=sysctl["max_user_instances"] or 0,
-            max_user_watches=sysctl["max_user_watches"] or 0,
-            max_queued_events=sysctl["max_queued_events"] or 0,
-        )
+        limits = Limits.read(tracer.procfs)
         with tracer.lock:
             overflows = [(comm_text(c), uid, n) for (c, uid), n in tracer.accounting.overflows.items()]
             return render_accounting(
@@ -96,7 +89,7 @@ def exporter(tracer: Tracer) -> Source:
         entries = {name: tracer.maps.map_fill(name) for name in WATCHED_MAPS}
         with tracer.lock:
             failed = dict(tracer.sample_errors)
-        return render_self(probes, lost, tracer.records, tracer.invalid, entries, sample_errors=failed)
+        return render_self(probes, lost, tracer.drain.records, tracer.drain.invalid, entries, sample_errors=failed)
 
     return collect
 
