@@ -1,24 +1,25 @@
 """The Grafana dashboards follow the conventions of shareable dashboards.
 
-Grafana's dashboard linter cannot be installed here, so its rules are
-checked in pytest, with a small PromQL scanner (also used by test_rules.py
-and test_prometheus_e2e.py): the real Prometheus evaluates every expression
-in test_prometheus_e2e.py.
+Grafana's dashboard-linter (a Go tool) is not packaged here, so its rules are
+checked in pytest, with PromQL read by a real parser (tests/promql.py, also
+used by test_rules.py) and its exclusions read from dashboards/.lint, the
+linter's own file. The real Prometheus evaluates every expression in
+test_prometheus_e2e.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, http_get, run_workload, unique_comm
+from promql import Selector, selectors
 
 DASHBOARDS = ROOT / "dashboards"
 # uid -> file: a stable, hand-set uid is what links and bookmarks point at.
@@ -28,128 +29,6 @@ FILTER = {"job": ("=~", "$job"), "instance": ("=~", "$instance")}
 # Series Prometheus makes itself for every target: not in any exposition.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds"}
 RATE_FUNCS = {"rate", "irate", "increase"}
-
-# ---------------------------------------------------------------- PromQL scanner
-
-_TOKEN = re.compile(
-    r"""
-      (?P<ws>\s+|\#[^\n]*)
-    | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
-    | (?P<num>\d[\w.]*)
-    | (?P<var>\$\{?\w+\}?)
-    | (?P<ident>[A-Za-z_:][\w:]*)
-    | (?P<op>=~|!~|!=|==|>=|<=|[=<>+\-*/%^@,(){}\[\]])
-    """,
-    re.VERBOSE,
-)
-_LABEL_LIST = {"by", "without", "on", "ignoring", "group_left", "group_right"}
-_KEYWORDS = _LABEL_LIST | {"and", "or", "unless", "offset", "bool", "atan2"}
-_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
-                 "quantile"}  # fmt: skip
-
-
-@dataclass
-class Selector:
-    """One vector selector of an expression and where it sits."""
-
-    name: str | None
-    matchers: dict[str, tuple[str, str]] = field(default_factory=dict)
-    range: str | None = None
-    offset: str | None = None
-    func: str | None = None  # innermost enclosing function or aggregation
-    start: int = 0  # token span, to recognise idioms
-    end: int = 0
-    born: bool = False  # part of `S unless S offset W` (series created within W)
-
-
-def tokens(expr: str) -> list[str]:
-    out: list[str] = []
-    pos = 0
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if not m:
-            raise ValueError(f"cannot scan PromQL at {expr[pos : pos + 20]!r} in {expr!r}")
-        pos = m.end()
-        if m.lastgroup != "ws":
-            out.append(m.group())
-    return out
-
-
-def selectors(expr: str) -> list[Selector]:
-    """Every vector selector in expr, with its matchers, range, offset and function."""
-    toks = tokens(expr)
-    found: list[Selector] = []
-    stack: list[str | None] = []
-    pending: str | None = None  # an aggregation waiting for its `(` after `by (...)`
-    i = 0
-
-    def matchers(j: int, sel: Selector) -> int:
-        j += 1  # past "{"
-        while toks[j] != "}":
-            if toks[j] == ",":
-                j += 1
-                continue
-            label, op, value = toks[j], toks[j + 1], toks[j + 2]
-            sel.matchers[label] = (op, json.loads(value) if value.startswith('"') else value[1:-1])
-            j += 3
-        return j + 1
-
-    while i < len(toks):
-        t = toks[i]
-        nxt = toks[i + 1] if i + 1 < len(toks) else ""
-        if t == "(":
-            prev = toks[i - 1] if i else ""
-            if prev in _LABEL_LIST:
-                i = toks.index(")", i) + 1  # a label list: names, not series
-                continue
-            if pending is not None and prev == ")":
-                stack.append(pending)
-                pending = None
-            elif prev and re.fullmatch(r"[A-Za-z_]\w*", prev) and prev not in _KEYWORDS:
-                stack.append(prev)
-            else:
-                stack.append(None)
-            i += 1
-        elif t == ")":
-            stack.pop()
-            i += 1
-        elif t in _AGGREGATIONS and nxt in ("by", "without"):
-            pending = t
-            i += 1
-        elif t == "{" or (re.fullmatch(r"[A-Za-z_:][\w:]*", t) and t not in _KEYWORDS and nxt != "("):
-            if i and toks[i - 1] == "offset":
-                i += 1
-                continue
-            func = next((f for f in reversed(stack) if f), None)
-            sel = Selector(None if t == "{" else t, func=func, start=i)
-            j = i if t == "{" else i + 1
-            if j < len(toks) and toks[j] == "{":
-                j = matchers(j, sel)
-            if j < len(toks) and toks[j] == "[":
-                close = toks.index("]", j)
-                sel.range = "".join(toks[j + 1 : close])
-                j = close + 1
-            if j < len(toks) and toks[j] == "offset":
-                sel.offset = toks[j + 1]
-                j += 2
-            sel.end = j
-            found.append(sel)
-            i = j
-        else:
-            i += 1
-    for a, b in itertools.pairwise(found):
-        # Counters appear at their first increment; `S unless S offset W` keeps
-        # the series born within W, whose samples increase() cannot see.
-        if (
-            a.end < len(toks)
-            and toks[a.end] == "unless"
-            and b.start == a.end + 1
-            and (a.name, a.matchers, a.range) == (b.name, b.matchers, b.range)
-            and a.offset is None
-            and b.offset is not None
-        ):
-            a.born = b.born = True
-    return found
 
 
 def counter_problems(sel: Selector, counters: set[str]) -> list[str]:
@@ -269,48 +148,89 @@ def test_every_panel_has_title_description_unit(uid: str) -> None:
             assert t["legendFormat"], p["title"]  # a legend that names the series
 
 
+def lint_exclusions(rule: str) -> set[tuple[str, str]]:
+    """(dashboard title, panel title) excused from a dashboard-linter rule by dashboards/.lint."""
+    spec = yaml.safe_load((DASHBOARDS / ".lint").read_text())["exclusions"][rule]
+    assert spec["reason"].strip(), f"{rule}: an exclusion says why"
+    return {(e["dashboard"], e["panel"]) for e in spec["entries"]}
+
+
+def selector_problems(s: Selector, rate_interval_excused: bool) -> list[str]:
+    """What Grafana's linter (and our conventions) reject in one selector of a panel query."""
+    problems = []
+    if any(s.matchers.get(k) != v for k, v in FILTER.items()):
+        problems.append(f'{s.name} lacks {{job=~"$job",instance=~"$instance"}}')  # target-job/instance-rule
+    if s.func in RATE_FUNCS and s.range != "$__rate_interval" and not rate_interval_excused:
+        problems.append(f"{s.func}({s.name}[{s.range}]) must use $__rate_interval")  # target-rate-interval-rule
+    for what, value in (("range", s.range), ("offset", s.offset), ("subquery range", s.subquery)):
+        if value not in (None, "$__rate_interval", "$__range"):
+            problems.append(f"hard-coded {what} {value}: the dashboard's time picker cannot change it")
+    if s.at:
+        problems.append(f"{s.name} pinned with @: it would not follow the time picker")
+    # The static rule: only counters end in _total (conventions); the BPF test
+    # below checks that against the exposition's TYPE lines.
+    return problems + counter_problems(s, {s.name} if s.name and s.name.endswith("_total") else set())
+
+
 @pytest.mark.parametrize("uid", sorted(UIDS))
 def test_every_query_is_filtered_and_uses_grafana_intervals(uid: str) -> None:
+    dash = load(uid)
+    excused = lint_exclusions("target-rate-interval-rule")
     problems: list[str] = []
-    for where, expr in dashboard_exprs():
-        if not where.startswith(uid):
-            continue
-        sels = selectors(expr)
-        assert sels, where
+    for p, t in targets(dash):
+        sels = selectors(t["expr"])  # target-promql-rule: raises on what is not PromQL
+        assert sels, f"{p['title']}: a query without a series"
         for s in sels:
-            if any(s.matchers.get(k) != v for k, v in FILTER.items()):
-                problems.append(f'{where}: {s.name} lacks {{job=~"$job",instance=~"$instance"}}')
-            if s.func in ("rate", "irate") and s.range != "$__rate_interval":
-                problems.append(f"{where}: {s.func}({s.name}[{s.range}]) must use $__rate_interval")
-            if s.range not in (None, "$__rate_interval", "$__range"):
-                problems.append(f"{where}: hard-coded range [{s.range}]")
-            if s.offset not in (None, "$__range"):
-                problems.append(f"{where}: hard-coded offset {s.offset}")
-            # The static rule: only counters end in _total (conventions); the
-            # BPF test below checks that against the exposition's TYPE lines.
-            counters = {s.name} if s.name and s.name.endswith("_total") else set()
-            problems += [f"{where}: {p}" for p in counter_problems(s, counters)]
+            problems += [
+                f"{p['title']} / {t['refId']}: {m}"
+                for m in selector_problems(s, (dash["title"], p["title"]) in excused)
+            ]
     assert not problems, "\n".join(problems)
 
 
-def test_scanner_sees_what_it_must() -> None:
-    """The checks above are only as good as the scanner: pin its reading of the idioms used."""
+def test_every_lint_exclusion_is_needed() -> None:
+    """An exclusion names a real panel that would fail the rule without it."""
+    titles = {(load(uid)["title"], p["title"]): p for uid in UIDS for p in data_panels(load(uid))}
+    for key in lint_exclusions("target-rate-interval-rule"):
+        assert key in titles, f"{key}: no such panel"
+        sels = [s for t in titles[key]["targets"] for s in selectors(t["expr"])]
+        assert any(selector_problems(s, False) for s in sels), f"{key}: passes without its exclusion"
+
+
+def test_the_checks_catch_what_they_must() -> None:
+    """The checks above are only as good as their reading of PromQL: pin it,
+    including what a hand scanner missed (subqueries, @, unary minus)."""
     sels = selectors(
         'sum by (job, instance) (rate(a_total{job=~"$job"}[$__rate_interval])) / on (job, instance) '
         'group_left b{x="1"} or sum by (c) (d_total{e="f"} unless d_total{e="f"} offset $__range) '
-        "or topk(3, delta(g[5m]) > 0) or h"
+        "or topk(3, delta(g[5m]) > 0) or -h or max_over_time(rate(i_total[1m])[1h:]) or j @ 100"
     )
-    got = [(s.name, s.func, s.range, s.offset, s.born) for s in sels]
+    got = [(s.name, s.func, s.range, s.offset, s.subquery, s.at, s.born) for s in sels]
     assert got == [
-        ("a_total", "rate", "$__rate_interval", None, False),
-        ("b", None, None, None, False),
-        ("d_total", "sum", None, None, True),
-        ("d_total", "sum", None, "$__range", True),
-        ("g", "delta", "5m", None, False),
-        ("h", None, None, None, False),
+        ("a_total", "rate", "$__rate_interval", None, None, False, False),
+        ("b", None, None, None, None, False, False),
+        ("d_total", "sum", None, None, None, False, True),
+        ("d_total", "sum", None, "$__range", None, False, True),
+        ("g", "delta", "5m", None, None, False, False),
+        ("h", None, None, None, None, False, False),
+        ("i_total", "rate", "1m", None, "1h", False, False),
+        ("j", None, None, None, None, True, False),
     ]
-    assert counter_problems(selectors("sum(x_total)")[0], {"x_total"})
+    ok = 'rate(x_total{job=~"$job",instance=~"$instance"}[$__rate_interval])'
+    assert [selector_problems(s, False) for s in selectors(ok)] == [[]]
+    bad = {
+        "rate(x_total[$__rate_interval])": "lacks",
+        'increase(x_total{job=~"$job",instance=~"$instance"}[$__range])': "must use $__rate_interval",
+        'max_over_time(rate(x_total{job=~"$job",instance=~"$instance"}[$__rate_interval])[1h:])': "subquery",
+        'x{job=~"$job",instance=~"$instance"} @ 100': "pinned",
+        'sum(x_total{job=~"$job",instance=~"$instance"})': "outside rate",
+    }
+    for expr, why in bad.items():
+        (s,) = selectors(expr)
+        assert any(why in m for m in selector_problems(s, False)), expr
     assert counter_problems(selectors("x_total unless y_total offset 5m")[0], {"x_total"})
+    with pytest.raises(ValueError, match="not PromQL"):
+        selectors("rate(x[5m]")
 
 
 # ------------------------------------------------------- against a real exposition
