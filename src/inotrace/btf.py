@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import libbpf
@@ -199,7 +199,3 @@ def resolve_offsets(btf_path: str, fields: Iterable[Field] = FIELDS) -> dict[str
         out["UCOUNT_INOTIFY_INSTANCES"] = btf.enum_value("ucount_type", "UCOUNT_INOTIFY_INSTANCES")
         out["UCOUNT_INOTIFY_WATCHES"] = btf.enum_value("ucount_type", "UCOUNT_INOTIFY_WATCHES")
         return out
-
-
-def offset_cflags(offsets: Mapping[str, int]) -> list[str]:
-    return [f"-D{name}={value}" for name, value in sorted(offsets.items())]
