@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -40,10 +41,42 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture
+def rng() -> random.Random:
+    """A random source a failure can replay: the seed is printed (pytest shows
+    it with the failure) and INOTRACE_TEST_SEED sets it."""
+    seed = int(os.environ.get("INOTRACE_TEST_SEED") or secrets.randbelow(1 << 32))
+    print(f"replay with INOTRACE_TEST_SEED={seed}")
+    return random.Random(seed)
+
+
 def kernel_has_kprobes() -> bool:
     """CONFIG_KPROBES, read from the kernel's own symbol table (no tracefs needed)."""
     with open("/proc/kallsyms") as f:
         return any(line.rstrip().endswith(" register_kprobe") for line in f)
+
+
+def tracefs_dir() -> Path:
+    """Where tracefs is mounted (inotrace mounts it if nobody had)."""
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] == "tracefs":
+                return Path(fields[1])
+    raise AssertionError("tracefs is not mounted, yet inotrace started")
+
+
+def expected_backend(probe: str) -> str:
+    """The backend a running inotrace must have attached `probe` with: the one
+    asked for (INOTRACE_TEST_PROBES), else auto's choice, read from the kernel:
+    the syscall tracepoint where it has one, else a kprobe."""
+    if PROBES and PROBES != "auto":
+        return PROBES
+    tracefs = tracefs_dir()
+    if all((tracefs / "events/syscalls" / f"sys_{p}_{probe}").is_dir() for p in ("enter", "exit")):
+        return "tracepoint"
+    assert kernel_has_kprobes(), f"no tracepoint for {probe} and no kprobes: auto could not have started"
+    return "kprobe"
 
 
 def free_port() -> int:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-
-import pytest
 
 from inotrace.labels import HALF_LIFE_S, OTHER, CounterFold, LabelCap
 
@@ -65,13 +62,6 @@ def test_counter_caps_keep_an_evicted_comm_in_other_gauge_caps_let_it_back() -> 
         clock.now += 10 * HALF_LIFE_S
         cap.admit([("a", 1)])
         assert cap.label("a") == ("a" if readmit else OTHER)
-
-
-@pytest.fixture
-def rng() -> random.Random:
-    seed = int(os.environ.get("INOTRACE_TEST_SEED") or random.SystemRandom().randrange(1 << 32))
-    print(f"replay with INOTRACE_TEST_SEED={seed}")
-    return random.Random(seed)
 
 
 def test_random_churn_keeps_every_series_monotonic_and_the_sum_exact(rng: random.Random) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-
 import pytest
 
 from inotrace import records
@@ -75,5 +73,5 @@ def test_foreign_records_are_rejected(data: bytes) -> None:
 
 
 def test_longer_record_is_accepted() -> None:
-    assert records.decode(raw(ret=1) + b"\0" * 8).ret == 1
-    assert ctypes.sizeof(records.InotifyRecC) == len(raw())
+    """A newer BPF side may append fields: the known prefix decodes as before."""
+    assert records.decode(raw(ret=1) + b"\xff" * 8) == records.decode(raw(ret=1))

@@ -56,7 +56,7 @@ class LimitHit:
 
     resource: str  # "watches" | "instances"
     uid: int
-    used: int  # the model's count for the user at the failure (sampled first when due: LIMIT_SAMPLE_S)
+    used: int  # the model's count for the user at the failure (sampled first when due: limits.LIMIT_SAMPLE_S)
     limit: int  # its user namespace's limit (-1 unknown)
     top: tuple[Holder, ...]
 
