@@ -13,20 +13,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import (
     NOBODY,
-    PROBES,
     Running,
-    assert_one_line_error,
+    expected_backend,
     http_get,
-    kernel_has_kprobes,
-    run_cli,
     run_workload,
     unique_comm,
 )
 from inotrace.bpf_program import Program
 
 pytestmark = pytest.mark.bpf
-# what serve/trace attach with (the lane runs these tests with --probes kprobe too)
-BACKEND = "kprobe" if PROBES == "kprobe" else "tracepoint"
 
 # What tests/workloads/inotify_calls.py does (see its docstring).
 EXPECTED = {
@@ -68,7 +63,7 @@ def test_workload_counts_are_exact_over_http(serve) -> None:
     assert counts_for(text, comm) == EXPECTED
     attached = {(lb["probe"], lb["backend"]): v for n, lb, v in samples(text) if n == "inotrace_probe_attached"}
     for probe in ("inotify_init1", "inotify_add_watch", "inotify_rm_watch"):
-        assert attached[(probe, BACKEND)] == 1
+        assert attached[(probe, expected_backend(probe))] == 1
     lost = sum(v for n, _lb, v in samples(text) if n == "inotrace_events_lost_total")
     assert lost == 0
 
@@ -109,7 +104,7 @@ def test_trace_shows_exactly_the_workload_records() -> None:
         assert rec["syscall"] == call["syscall"]
         assert rec["comm"] == comm and rec["pid"] == done["pid"] and rec["tid"] == done["pid"]
         assert rec["uid"] == NOBODY and rec["euid"] == NOBODY
-        assert rec["origin"] == "user" and rec["backend"] == BACKEND
+        assert rec["origin"] == "user" and rec["backend"] == expected_backend(rec["syscall"])
         assert rec["ret"] == (call["ret"] if call["ret"] >= 0 else -call["errno"])
         if call["ret"] < 0:
             assert rec["errno"] == {2: "ENOENT", 22: "EINVAL"}[call["errno"]]
@@ -163,22 +158,6 @@ def test_kprobe_programs_pass_the_verifier() -> None:
         assert program.attacher.load_only("tracepoint")
     finally:
         program.close()
-
-
-def test_kprobe_backend_starts_or_fails_clearly() -> None:
-    """Without CONFIG_KPROBES (this host's 6.18): one clear line. With it (the
-    lane's 6.1): it starts and traces."""
-    if not kernel_has_kprobes():
-        res = run_cli("trace", "--probes", "kprobe")
-        assert_one_line_error(res, "kprobe")
-        assert "no kprobe support" in res.stderr
-        return
-    tr = Running(["trace", "--probes=kprobe"])
-    try:
-        tr.wait_for_log("tracing inotify calls")
-        assert "(kprobe)" in tr.err_text()
-    finally:
-        assert tr.stop() == 0
 
 
 def _prog_ids_of(pid: int) -> set[int]:

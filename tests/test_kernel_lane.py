@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -18,6 +17,7 @@ from conftest import (
     NOBODY,
     PROBES,
     assert_one_line_error,
+    expected_backend,
     http_get,
     kernel_has_kprobes,
     run_cli,
@@ -29,25 +29,6 @@ from test_bpf_inotify import EXPECTED, counts_for, samples
 pytestmark = pytest.mark.bpf
 
 REQUIRED = ("inotify_init1", "inotify_add_watch", "inotify_rm_watch")
-
-
-def tracefs_dir() -> Path:
-    """Where tracefs is mounted (inotrace mounts it if nobody had)."""
-    with open("/proc/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if fields[2] == "tracefs":
-                return Path(fields[1])
-    raise AssertionError("tracefs is not mounted, yet inotrace started")
-
-
-def auto_choice(probe: str) -> str:
-    """What --probes auto must pick: the syscall tracepoint where the kernel has it."""
-    tracefs = tracefs_dir()
-    if all((tracefs / "events/syscalls" / f"sys_{p}_{probe}").is_dir() for p in ("enter", "exit")):
-        return "tracepoint"
-    assert kernel_has_kprobes(), f"no tracepoint for {probe} and no kprobes: auto could not have started"
-    return "kprobe"
 
 
 def test_requested_backend_attaches_and_counts_exactly(serve, tmp_path) -> None:
@@ -69,7 +50,7 @@ def test_requested_backend_attaches_and_counts_exactly(serve, tmp_path) -> None:
     chosen = {}
     for probe in REQUIRED:
         ones = sorted(b for (p, b), v in attached.items() if p == probe and v == 1)
-        want = auto_choice(probe) if mode == "auto" else mode
+        want = expected_backend(probe) if mode == "auto" else mode
         assert ones == [want], f"{probe}: attached with {ones}, wanted {want} ({attached})"
         chosen[probe] = want
 
