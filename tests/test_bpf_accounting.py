@@ -94,15 +94,23 @@ def assert_exact(url: str) -> dict[str, float]:
     assert snapshot_summary() == truth
     assert other['inotrace_accounting_drift{"resource": "watches"}'] == 0
     assert other['inotrace_accounting_drift{"resource": "instances"}'] == 0
-    assert [other[k] for k in MISSED] == [0, 0], "the event path missed instances or watches"
+    missed = [other[k] for k in MISSED]
+    if missed != [0, 0] and SHARED:
+        said = [ln for ln in SHARED[0].err_text().splitlines() if "correction" in ln]
+        raise AssertionError(f"the event path missed instances or watches {missed}:\n" + "\n".join(said))
+    assert missed == [0, 0], "the event path missed instances or watches"
     return other
+
+
+SHARED: list[Running] = []  # the file's exporter, whose debug log says what each correction was
 
 
 @pytest.fixture(scope="module")
 def shared(serve_module, tmp_path_factory) -> tuple[Running, str, Path]:
     assert groundtruth.kcmp_works()
     log = tmp_path_factory.mktemp("acct") / "events.jsonl"
-    proc, url = serve_module("--top-processes=100000", f"--log-events={log}")
+    proc, url = serve_module("--top-processes=100000", f"--log-events={log}", "--log.level=debug")
+    SHARED.append(proc)
     return proc, url, log
 
 

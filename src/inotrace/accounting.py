@@ -28,12 +28,15 @@ that overflowed) is queued in `events` for the audit stream.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .derived import Holder, Lifetime, LifetimeEvent
 from .records import GroupState, InotifyCall, InstanceFile, Syscall
+
+log = logging.getLogger(__name__)
 
 # Reads the current watches (wd -> mask) of several instances, each through
 # the first of its holders (tgid, fd) that still has it; None where none does.
@@ -360,6 +363,7 @@ class Accounting:
             was_known, old = inst.known, inst.count
             if not was_known and not seeding and not (b is not None and b.floor == 0):
                 self.corrections["instance_missed"] += 1  # the kernel side did not see it born
+                log.debug("correction instance_missed: pid %d uid %d, state %s -> %s", inst.owner, inst.uid, a, b)
             inst.settle(truth, b, calm)
             if was_known:
                 self._count(inst, old, truth)
@@ -371,6 +375,16 @@ class Accounting:
             self.corrections["watch_removed_by_kernel"] -= diff
         elif diff > 0:
             self.corrections["watch_missed"] += diff
+            # the event path should never need this: say enough to find out why
+            log.debug(
+                "correction watch_missed: %d on pid %d uid %d, model wds %s, kernel wds %s, state %s",
+                diff,
+                inst.owner,
+                inst.uid,
+                sorted(inst.watches),
+                sorted(truth),
+                inst.state,
+            )
         self.events.extend(
             LifetimeEvent(Lifetime.WATCH_REMOVED, self._now_ns, inst.group, inst.owner, inst.uid, wd, inst.watches[wd])
             for wd in sorted(inst.watches.keys() - truth.keys())
