@@ -81,6 +81,17 @@
 #ifndef STREAM_OPENS
 #define STREAM_OPENS 0
 #endif
+/* trace --pid/--uid/--comm with --opens: how many of each were asked for
+ * (0: that dimension is not filtered). See trace_allowed(). */
+#ifndef FILTER_PIDS
+#define FILTER_PIDS 0
+#endif
+#ifndef FILTER_UIDS
+#define FILTER_UIDS 0
+#endif
+#ifndef FILTER_COMMS
+#define FILTER_COMMS 0
+#endif
 /* io_uring tracepoint field offsets, from tracefs format files (-1: absent). */
 #ifndef IOU_SUBMIT_REQ
 #define IOU_SUBMIT_REQ -1
@@ -196,6 +207,48 @@ struct iou_open {
 BPF_HASH(iou_opens, __u64, struct iou_open, IOU_REQS_MAX);
 
 #if STREAM_OPENS
+/* What `trace --opens` was asked to show, filled by user space before any
+ * hook is attached. An open no filter admits reserves no ring space and does
+ * not even save its arguments, so `trace --opens --comm X` does not carry
+ * every open on the host to user space (opensnoop's trace_allowed()). The
+ * counters are not filtered: they are the metrics' and the model's. */
+struct comm_key {
+	char comm[INOTRACE_COMM_LEN];
+};
+#if FILTER_PIDS
+BPF_HASH(filter_pids, __u32, __u8, FILTER_PIDS);
+#endif
+#if FILTER_UIDS
+BPF_HASH(filter_uids, __u32, __u8, FILTER_UIDS);
+#endif
+#if FILTER_COMMS
+BPF_HASH(filter_comms, struct comm_key, __u8, FILTER_COMMS);
+#endif
+
+/* A process matches a filter by its tgid or tid, by its uid or euid, by its
+ * comm (as audit.Filter does for what reaches user space). */
+static __always_inline int trace_allowed(__u32 tgid, __u32 tid, __u32 uid, __u32 euid, const char *comm)
+{
+#if FILTER_PIDS
+	if (!filter_pids.lookup(&tgid) && !filter_pids.lookup(&tid))
+		return 0;
+#endif
+#if FILTER_UIDS
+	if (!filter_uids.lookup(&uid) && !filter_uids.lookup(&euid))
+		return 0;
+#endif
+#if FILTER_COMMS
+	{
+		struct comm_key k = {};
+
+		__builtin_memcpy(k.comm, comm, sizeof(k.comm));
+		if (!filter_comms.lookup(&k))
+			return 0;
+	}
+#endif
+	return 1;
+}
+
 /* Open arguments saved at entry (streaming only). */
 struct open_args {
 	__u64 path;
@@ -717,6 +770,16 @@ static __always_inline int open_enter(__u32 call, __s32 dfd, __u64 path, __u32 f
 	__u64 id = bpf_get_current_pid_tgid();
 	struct open_args a = { .path = path, .dfd = dfd, .flags = flags, .mode = mode, .call = call };
 
+#if FILTER_PIDS || FILTER_UIDS || FILTER_COMMS
+	{
+		struct comm_key c = {};
+
+		bpf_get_current_comm(&c.comm, sizeof(c.comm));
+		if (!trace_allowed(id >> 32, (__u32)id, (__u32)bpf_get_current_uid_gid(),
+				   task_euid((void *)bpf_get_current_task()), c.comm))
+			return 0; /* no saved arguments: its exit streams nothing */
+	}
+#endif
 	if (open_inflight.update(&id, &a))
 		count_lost(INOTRACE_LOST_INFLIGHT);
 	return 0;
@@ -904,7 +967,7 @@ int tp_iou_complete(void *ctx)
 	key.origin = o->origin;
 	count_open(&key);
 #if STREAM_OPENS
-	{
+	if (trace_allowed(o->tgid, o->tid, o->uid, o->euid, o->comm)) {
 		struct inotrace_open_rec *rec = open_rec(o->call, res, o->origin, INOTRACE_BACKEND_TRACEPOINT);
 
 		if (rec) {

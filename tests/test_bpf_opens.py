@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NOBODY, PROBES, WORKLOADS, Running, http_get, unique_comm
+from conftest import NOBODY, PROBES, WORKLOADS, Running, http_get, terminate, unique_comm
 
 pytestmark = pytest.mark.bpf
 
@@ -31,17 +33,13 @@ def samples(url: str, name: str, **match: str) -> dict[tuple[tuple[str, str], ..
     return out
 
 
-def eventually(check: Callable[[], object], timeout: float = 10) -> None:
-    """Counters are read at scrape time: retry while the last exits are counted."""
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Wait for a named condition, with a deadline."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +84,11 @@ def test_opens_are_counted_exactly_and_streamed(url: str, workdir: Path) -> None
         did = json.loads(out.stdout)
         assert did["ok"] == 23 and did["errors"] == {"ENOENT": 11, "ENOTDIR": 3, "EACCES": 2, "EEXIST": 1}
 
-        def counted() -> None:
-            ok = samples(url, "inotrace_opens_total", comm=comm, uid=str(NOBODY))
-            assert ok == {(("origin", "user"),): 23}
-            errs = samples(url, "inotrace_open_errors_total", comm=comm, uid=str(NOBODY))
-            assert {dict(k)["errno"]: v for k, v in errs.items()} == did["errors"]
-
-        eventually(counted)
+        # the workload has exited, so every open's exit hook has run: counted, read at this scrape
+        ok = samples(url, "inotrace_opens_total", comm=comm, uid=str(NOBODY))
+        assert ok == {(("origin", "user"),): 23}
+        errs = samples(url, "inotrace_open_errors_total", comm=comm, uid=str(NOBODY))
+        assert {dict(k)["errno"]: v for k, v in errs.items()} == did["errors"]
         # the stream: one record per open, batched; the kernel's ret and the caller's path
         deadline = time.monotonic() + 10
         recs: list[dict] = []
@@ -127,6 +123,64 @@ def test_opens_are_counted_exactly_and_streamed(url: str, workdir: Path) -> None
     assert sum(1 for r in recs if r["errno"] == "EACCES" and r["args"]["pathname"] == "/etc/shadow") == 2
 
 
+# Renames itself, says so (its start-up's opens are over), then waits for a
+# line on stdin before opening /dev/null N times.
+OPENER = r"""
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(int(sys.argv[2])):
+    os.close(os.open("/dev/null", os.O_RDONLY))
+print("done", flush=True)
+"""
+
+
+def _opener(comm: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["/usr/bin/python3", "-c", OPENER, comm, "5000" if comm.startswith("noise") else "100"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("by", ["comm", "pid"])
+def test_trace_filters_opens_in_the_kernel(by: str) -> None:
+    """`trace --opens --comm X` (or --pid): the kernel streams X's opens and no
+    others (opensnoop's trace_allowed()), so a noisy neighbour's 5000 opens
+    never reach user space: the trace's own count of open records taken off the
+    ring is exactly X's 100, and so is what it prints."""
+    comm = unique_comm("flt")
+    mine, noise = _opener(comm), _opener(unique_comm("noise"))
+    lines: list[str] = []
+    try:
+        for p in (noise, mine):
+            assert p.stdout.readline() == "ready\n"  # type: ignore[union-attr]
+        tr = Running(["trace", "--opens", f"--comm={comm}" if by == "comm" else f"--pid={mine.pid}"])
+        reader = threading.Thread(target=lambda: lines.extend(tr.proc.stdout), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        tr.wait_for_log("tracing inotify calls")
+        for p in (noise, mine):
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        for p in (noise, mine):
+            assert p.stdout.readline() == "done\n"  # type: ignore[union-attr]
+        assert terminate(tr.proc) == 0
+        reader.join(timeout=30)
+        err = tr.err_text()
+        tr.stderr.close()
+    finally:
+        for p in (mine, noise):
+            p.kill()
+            p.wait()
+    opens = [json.loads(x) for x in lines if '"event":"open"' in x.replace(" ", "")]
+    assert len(opens) == 100 and {(r["comm"], r["pid"]) for r in opens} == {(comm, mine.pid)}
+    taken = re.search(r"took (\d+) records from the kernel \((\d+) opens, 0 undecodable\)", err)
+    assert taken, err
+    assert int(taken.group(2)) == 100, err
+
+
 def test_io_uring_opens_inline_and_by_a_worker(url: str, workdir: Path) -> None:
     prog = build("iou_open.c", workdir / "iou_open", "-luring")
     (workdir / "file").write_text("x")
@@ -138,12 +192,10 @@ def test_io_uring_opens_inline_and_by_a_worker(url: str, workdir: Path) -> None:
     res = json.loads(out.stdout)
     assert res["inline"] >= 0 and res["async"] >= 0 and res["missing"] == -2
 
-    def counted() -> None:
-        ok = samples(url, "inotrace_opens_total", comm=comm, uid="0")
-        assert ok == {(("origin", "io_uring"),): 1, (("origin", "io_uring_worker"),): 1}
-        assert samples(url, "inotrace_open_errors_total", comm=comm, uid="0") == {(("errno", "ENOENT"),): 1}
-
-    eventually(counted)
+    # every completion was reaped before the program exited: all counted by now
+    ok = samples(url, "inotrace_opens_total", comm=comm, uid="0")
+    assert ok == {(("origin", "io_uring"),): 1, (("origin", "io_uring_worker"),): 1}
+    assert samples(url, "inotrace_open_errors_total", comm=comm, uid="0") == {(("errno", "ENOENT"),): 1}
 
 
 def test_usermode_helper_origin(url: str, workdir: Path) -> None:
@@ -171,9 +223,13 @@ def test_usermode_helper_origin(url: str, workdir: Path) -> None:
             victim.wait()
     assert pattern.read_text() == saved
 
-    def counted() -> None:
-        assert samples(url, "inotrace_opens_total", comm=name, uid="0") == {(("origin", "usermode_helper"),): 2}
-        inits = samples(url, "inotrace_inotify_init_total", comm=name, uid="0")
-        assert inits == {(("origin", "usermode_helper"),): 1}
-
-    eventually(counted)
+    # the helper may still be running once its marker exists: wait for its last call, then compare exactly
+    wait_until(
+        lambda: (
+            sum(samples(url, "inotrace_opens_total", comm=name, uid="0").values()) >= 2
+            and sum(samples(url, "inotrace_inotify_init_total", comm=name, uid="0").values()) >= 1
+        ),
+        "the helper's 2 opens and its inotify_init are counted",
+    )
+    assert samples(url, "inotrace_opens_total", comm=name, uid="0") == {(("origin", "usermode_helper"),): 2}
+    assert samples(url, "inotrace_inotify_init_total", comm=name, uid="0") == {(("origin", "usermode_helper"),): 1}

@@ -8,8 +8,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from inotrace.bpf_stats import ProgramStats
 from inotrace.labels import CounterFold
-from inotrace.metrics import CallCount, InotraceCollector, ProbeRow, render_calls, render_self
+from inotrace.metrics import (
+    CallCount,
+    InotraceCollector,
+    ProbeRow,
+    render_bpf_programs,
+    render_calls,
+    render_self,
+)
 from inotrace.records import CountKeyC, Origin, Syscall
 
 
@@ -89,3 +97,15 @@ def test_self_metrics() -> None:
 def test_count_key_comm_is_escaped() -> None:
     key = CountKeyC(comm=b"a\nb\x1b", uid=0, err=0, syscall=Syscall.INOTIFY_INIT1, origin=Origin.USER)
     assert CallCount.from_key(key, 1).comm == "a\\x0ab\\x1b"
+
+
+def test_bpf_program_cost() -> None:
+    stats = [ProgramStats("tp_exit_openat", 41, "a1569c7dd3c024fe", 2_500_000_001, 7)]
+    got = scrape({"bpf": lambda: render_bpf_programs(stats, True)})
+    prog = (("program", "tp_exit_openat"),)
+    assert got[("inotrace_bpf_program_info", (("id", "41"), *prog, ("tag", "a1569c7dd3c024fe")))] == 1
+    assert got[("inotrace_bpf_program_run_seconds_total", prog)] == 2.500000001
+    assert got[("inotrace_bpf_program_runs_total", prog)] == 7
+    assert got[("inotrace_bpf_stats_enabled", ())] == 1
+    off = scrape({"bpf": lambda: render_bpf_programs([], None)})
+    assert not any(name == "inotrace_bpf_stats_enabled" for name, _ in off)  # unknown: no sample rather than a guess

@@ -45,7 +45,7 @@ class FailingMaps:
 def test_failed_samples_are_counted_logged_once_and_retried_an_interval_later(caplog: pytest.LogCaptureFixture) -> None:
     eio = OSError(errno.EIO, "Input/output error")
     maps = FailingMaps([eio, eio, b"\x01\x02\x03", b""])
-    program = SimpleNamespace(maps=maps, probes=[])
+    program = SimpleNamespace(maps=maps, probes=[], program_fds=dict)
     tracer = Tracer(program, sample_interval=3600)  # type: ignore[arg-type]
     try:
         with caplog.at_level(logging.WARNING, logger="inotrace.tracer"):

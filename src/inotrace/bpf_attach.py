@@ -52,6 +52,7 @@ class Attacher:
         self.bpf = bpf
         self.build = build
         self.probes: list[ProbeStatus] = []
+        self.attached: list[str] = []  # the functions of every hook attached
 
     def _function(self, target: str) -> bytes:
         if target.startswith("sys:"):
@@ -134,6 +135,7 @@ class Attacher:
                 with contextlib.suppress(Exception):
                     detach()
             raise
+        self.attached += [h.fn for h in hooks]
 
     def attach(self, mode: str) -> list[ProbeStatus]:
         """Attach every probe with `mode` (auto tries tracepoint, then kprobe).

@@ -39,6 +39,10 @@ class BuildOptions:
     ringbuf_pages: int = 4096
     stream_opens: bool = False  # every open to the ring (`trace --opens`)
     stream_calls: bool = True  # a record per inotify call (an audit stream is written)
+    # trace's --pid/--uid/--comm, applied in the kernel to streamed opens
+    filter_pids: tuple[int, ...] = ()
+    filter_uids: tuple[int, ...] = ()
+    filter_comms: tuple[bytes, ...] = ()
 
 
 def bpf_dir() -> Any:
@@ -88,6 +92,9 @@ class Build:
             ("RINGBUF_PAGES", opts.ringbuf_pages),
             ("STREAM_OPENS", int(opts.stream_opens)),
             ("STREAM_CALLS", int(opts.stream_calls)),
+            ("FILTER_PIDS", len(opts.filter_pids)),
+            ("FILTER_UIDS", len(opts.filter_uids)),
+            ("FILTER_COMMS", len(opts.filter_comms)),
         ]
         return cls(opts, tuple(defines), root, prefix, bool(iou))
 

@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import libbpf
-from .records import LOST_MAX, CountKeyC, OpenKeyC
+from .records import COMM_LEN, LOST_MAX, CountKeyC, OpenKeyC
 from .ringbuf import RingReader
+
+ITERATOR = b"bpf_iter__task_file"  # the program that lists every inotify file
 
 
 class Maps:
@@ -51,6 +53,19 @@ class Maps:
 
     def read_open_counts(self) -> list[tuple[OpenKeyC, int]]:
         return [(OpenKeyC.from_buffer_copy(bytes(k)), int(v.value)) for k, v in self.bpf[b"open_counts"].items()]
+
+    def set_trace_filter(self, pids: Iterable[int], uids: Iterable[int], comms: Iterable[bytes]) -> None:
+        """What streamed opens must match (trace_allowed in the C); only the
+        maps of the dimensions the build filters exist."""
+        for name, keys in ((b"filter_pids", pids), (b"filter_uids", uids)):
+            for key in keys:
+                table = self.bpf[name]
+                table[table.Key(key)] = table.Leaf(1)
+        for comm in comms:
+            table = self.bpf[b"filter_comms"]
+            k = table.Key()
+            k.comm = comm[: COMM_LEN - 1]  # as the kernel keeps it: 15 bytes and a NUL
+            table[k] = table.Leaf(1)
 
     def mark_usermode_helpers(self, tgids: set[int]) -> None:
         """Seed the usermode-helper map with helpers that predate the probes."""
@@ -93,7 +108,7 @@ class Maps:
         inotify_init it sees (the start-up self-test makes one).
         """
         if self._iter_link is None:
-            fn = self.bpf.load_func(b"bpf_iter__task_file", self._bcc.BPF.TRACING)
+            fn = self.bpf.load_func(ITERATOR, self._bcc.BPF.TRACING)
             self._iter_link = libbpf.iter_link(fn.fd)
         fd = libbpf.iter_open(self._iter_link)
         chunks = []

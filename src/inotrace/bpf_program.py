@@ -9,7 +9,7 @@ from typing import Any
 
 from .bpf_attach import Attacher, captured_stderr
 from .bpf_build import Build, BuildOptions
-from .bpf_maps import Maps
+from .bpf_maps import ITERATOR, Maps
 from .errors import InotraceError
 from .memory import release_compiler_memory
 from .probes import ProbeStatus
@@ -55,6 +55,8 @@ class Program:
         own[own.Key(0)] = own.Leaf(os.getpid())  # the self-test's calls are always recorded
         self.attacher = Attacher(self._bcc, self.bpf, build)
         self.maps = Maps(self._bcc, self.bpf)
+        o = build.opts
+        self.maps.set_trace_filter(o.filter_pids, o.filter_uids, o.filter_comms)  # before any hook runs
 
     @staticmethod
     def render(opts: BuildOptions) -> str:
@@ -67,6 +69,12 @@ class Program:
     @property
     def probes(self) -> list[ProbeStatus]:
         return self.attacher.probes
+
+    def program_fds(self) -> dict[str, int]:
+        """Every program inotrace runs, by name: the attached hooks and, once
+        loaded, the iterator (BCC keeps each loaded function's fd)."""
+        names = [n.encode() for n in self.attacher.attached] + [ITERATOR]
+        return {n.decode(): int(self.bpf.funcs[n].fd) for n in names if n in self.bpf.funcs}
 
     def close(self) -> None:
         self.maps.close()

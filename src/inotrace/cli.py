@@ -23,6 +23,7 @@ from .errors import InotraceError
 
 if TYPE_CHECKING:
     from .bpf_build import BuildOptions
+    from .bpf_stats import StatsSwitch
     from .tracer import Record, Tracer
 
 log = logging.getLogger("inotrace")
@@ -183,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="processes exported with a pid label, the top ones by watches (default: %(default)s)",
     )
+    serve.add_argument(
+        "--bpf-stats",
+        dest="bpf_stats",
+        action="store_true",
+        help="have the kernel count the run time of BPF programs while serving (BPF_ENABLE_STATS: it stops "
+        "when inotrace exits), so inotrace_bpf_program_run_seconds_total shows inotrace's own kernel cost; "
+        "without it they count only when the sysctl kernel.bpf_stats_enabled is 1",
+    )
     _add_accounting(serve)
 
     snap = sub.add_parser("snapshot", help="who holds inotify instances and watches now (procfs; no BPF, no root)")
@@ -250,10 +259,17 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
     """What this command needs of the BPF program (the program it runs and the one --ebpf prints)."""
     from .bpf_build import BuildOptions  # noqa: PLC0415
 
+    opens = getattr(args, "opens", False)
+    # trace's filters, for streamed opens in the kernel (inotify records all
+    # reach the model; audit.Filter selects them in user space)
+    pids, uids, comms = (getattr(args, a, None) or [] for a in ("pid", "uid", "comm")) if opens else ([], [], [])
     return BuildOptions(
         sysfs=args.sysfs,
         ringbuf_pages=args.ringbuf_pages,
-        stream_opens=getattr(args, "opens", False),
+        stream_opens=opens,
+        filter_pids=tuple(sorted(set(pids))),
+        filter_uids=tuple(sorted(set(uids))),
+        filter_comms=tuple(sorted({os.fsencode(c) for c in comms})),
         # a record per call only for an audit stream: the model and the metrics need none
         stream_calls=args.command == "trace" or bool(getattr(args, "log_events", None)),
     )
@@ -301,6 +317,8 @@ def _run_tracer(
     finally:
         _loop["running"] = False
         if tracer is not None:
+            d = tracer.drain
+            log.info("took %d records from the kernel (%d opens, %d undecodable)", d.records, d.opens, d.invalid)
             tracer.close()
         program.close()
 
@@ -329,6 +347,16 @@ def _stalled(running: list[Tracer], sample_interval: float) -> str | None:
     return f"main loop has not turned for {idle:.1f} s"
 
 
+def _bpf_stats_switch(wanted: bool) -> StatsSwitch | None:
+    if not wanted:
+        return None
+    from .bpf_stats import StatsSwitch  # noqa: PLC0415
+
+    switch = StatsSwitch()
+    log.info("BPF run-time statistics on while serving (--bpf-stats)")
+    return switch
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
@@ -354,6 +382,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, lambda _sig, _frame: log_file.request_reopen())  # logrotate
     container_of = _container_labels(args)
     fmt = Formatter(container_of=container_of)
+    switch = _bpf_stats_switch(args.bpf_stats)
 
     def started(tracer: Tracer) -> None:
         registry.register(
@@ -365,6 +394,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "exporter": sources.exporter(tracer),
                     "audit_log": sources.audit_log(log_file),
                     "http": sources.http(exporter.cap),
+                    "bpf_programs": sources.bpf_cost(
+                        tracer, os.path.join(args.sysfs, "kernel/btf/vmlinux"), args.procfs, switch is not None
+                    ),
                 }
             )
         )
@@ -381,6 +413,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _run_tracer(args, started, sink)
     finally:
         exporter.stop()
+        if switch is not None:
+            switch.close()
         if log_file is not None:
             log_file.close()
     return 0

@@ -33,6 +33,7 @@ class Drain:
         self._ring = ring
         self.records = 0  # taken off the ring
         self.invalid = 0  # of which undecodable
+        self.opens = 0  # of which streamed opens (trace --opens)
         self._gap_seen = [0] * len(GAP_REASONS)
         self._gap_checked = time.monotonic_ns()
 
@@ -42,10 +43,13 @@ class Drain:
         for data in self._ring.poll(timeout_ms, DRAIN_BATCH):
             self.records += 1
             try:
-                calls.append(decode_any(data))
+                call = decode_any(data)
             except DecodeError as e:
                 self.invalid += 1
                 log.warning("undecodable ring buffer record: %s", e)
+                continue
+            self.opens += isinstance(call, OpenCall)
+            calls.append(call)
         return calls
 
     def gaps(self, force: bool = False) -> list[RecordsLost]:

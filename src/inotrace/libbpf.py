@@ -1,4 +1,5 @@
-"""libbpf.so.1 through ctypes: BTF parsing and BPF iterators.
+"""libbpf.so.1 through ctypes: BTF parsing, BPF iterators, program info and
+run-time statistics.
 
 libbcc exports neither; libbpf1 is a dependency of Debian's BCC packages.
 """
@@ -13,6 +14,10 @@ import os
 from .errors import InotraceError
 
 BPF_TRACE_ITER = 28  # enum bpf_attach_type
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
+# Larger than any kernel's struct bpf_prog_info: the kernel accepts a longer
+# buffer whose tail is zero, and says in info_len how much it filled.
+PROG_INFO_BYTES = 1024
 
 
 @functools.cache
@@ -39,6 +44,10 @@ def load() -> ctypes.CDLL:
     lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
     lib.bpf_iter_create.restype = ctypes.c_int
     lib.bpf_iter_create.argtypes = [ctypes.c_int]
+    lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
+    lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    lib.bpf_enable_stats.restype = ctypes.c_int
+    lib.bpf_enable_stats.argtypes = [ctypes.c_int]
     return lib
 
 
@@ -58,3 +67,18 @@ def iter_link(prog_fd: int) -> int:
 def iter_open(link_fd: int) -> int:
     """A new iterator instance: read() it to EOF to run the program over everything."""
     return _check(load().bpf_iter_create(link_fd), "cannot create BPF iterator")
+
+
+def prog_info(prog_fd: int) -> bytes:
+    """The kernel's struct bpf_prog_info for a program, as much as it filled."""
+    buf = ctypes.create_string_buffer(PROG_INFO_BYTES)
+    size = ctypes.c_uint32(PROG_INFO_BYTES)
+    _check(load().bpf_obj_get_info_by_fd(prog_fd, buf, ctypes.byref(size)), "cannot read BPF program info")
+    return buf.raw[: size.value]
+
+
+def enable_stats() -> int:
+    """BPF_ENABLE_STATS: the kernel counts every program's run time while the
+    returned fd stays open, and stops (unless someone else asked) once it is
+    closed, so a crash cannot leave the host paying for it."""
+    return _check(load().bpf_enable_stats(BPF_STATS_RUN_TIME), "cannot enable BPF run-time statistics")

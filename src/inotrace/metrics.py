@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .accounting import Accounting, PerOwner
+from .bpf_stats import ProgramStats
 from .labels import CounterFold, LabelCap
 from .limits import Limits
 from .names import errno_name
@@ -305,6 +306,31 @@ def render_self(
     for kind, n in sorted((sample_errors or {}).items()):
         failed.add_metric([kind], n)
     return [build, attached, lost_f, rec, bad, entries, cap, failed]
+
+
+def render_bpf_programs(stats: Sequence[ProgramStats], enabled: bool | None) -> list[Metric]:
+    """inotrace's own kernel cost, per BPF program, as ebpf_exporter shows it."""
+    on = GaugeMetricFamily(
+        "inotrace_bpf_stats_enabled",
+        "1 if the kernel counts BPF program run time now (kernel.bpf_stats_enabled or serve --bpf-stats), "
+        "0 if not: then the run counters stand still",
+    )
+    if enabled is not None:
+        on.add_metric([], int(enabled))
+    info = GaugeMetricFamily(
+        "inotrace_bpf_program_info",
+        "an inotrace BPF program loaded in the kernel, value 1",
+        labels=["program", "id", "tag"],
+    )
+    seconds = CounterMetricFamily(
+        "inotrace_bpf_program_run_seconds", "time the kernel spent running the program", labels=["program"]
+    )
+    runs = CounterMetricFamily("inotrace_bpf_program_runs", "times the kernel ran the program", labels=["program"])
+    for s in stats:
+        info.add_metric([s.program, str(s.id), s.tag], 1)
+        seconds.add_metric([s.program], s.run_ns / 1e9)
+        runs.add_metric([s.program], s.runs)
+    return [on, info, seconds, runs]
 
 
 def render_audit_log(dropped: Mapping[str, int]) -> list[Metric]:

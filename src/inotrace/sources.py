@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client.core import Metric
 
+from . import bpf_stats
 from .auditlog import AuditLog
 from .exporter import RequestCap
 from .labels import CounterFold, LabelCap
@@ -20,6 +21,7 @@ from .metrics import (
     Source,
     render_accounting,
     render_audit_log,
+    render_bpf_programs,
     render_calls,
     render_http,
     render_opens,
@@ -90,6 +92,19 @@ def exporter(tracer: Tracer) -> Source:
         with tracer.lock:
             failed = dict(tracer.sample_errors)
         return render_self(probes, lost, tracer.drain.records, tracer.drain.invalid, entries, sample_errors=failed)
+
+    return collect
+
+
+def bpf_cost(tracer: Tracer, btf_path: str, procfs: str, switched_on: bool) -> Source:
+    """`switched_on`: inotrace holds BPF_ENABLE_STATS (the sysctl does not show it)."""
+    layout: list[bpf_stats.InfoLayout] = []  # resolved at the first scrape, then kept
+
+    def collect() -> list[Metric]:
+        if not layout:
+            layout.append(bpf_stats.InfoLayout.read(btf_path))
+        stats = bpf_stats.read(tracer.program_fds(), layout[0])
+        return render_bpf_programs(stats, True if switched_on else bpf_stats.enabled(procfs))
 
     return collect
 

@@ -58,6 +58,7 @@ class Tracer:
         """
         self.maps = program.maps  # what the tracer reads
         self.probes = program.probes  # what attached, for the exporter's own metrics
+        self.program_fds = program.program_fds  # whose kernel cost the exporter shows
         self.procfs = procfs
         self.drain = Drain(self.maps)
         self._backlog: list[InotifyCall | OpenCall] = []
