@@ -138,7 +138,7 @@ print("done", flush=True)
 
 def _opener(comm: str) -> subprocess.Popen:
     return subprocess.Popen(
-        ["/usr/bin/python3", "-c", OPENER, comm, "5000" if comm.startswith("noise") else "100"],
+        ["/usr/bin/python3", "-c", OPENER, comm, "2000" if comm.startswith("noise") else "100"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -148,7 +148,7 @@ def _opener(comm: str) -> subprocess.Popen:
 @pytest.mark.parametrize("by", ["comm", "pid"])
 def test_trace_filters_opens_in_the_kernel(by: str) -> None:
     """`trace --opens --comm X` (or --pid): the kernel streams X's opens and no
-    others (opensnoop's trace_allowed()), so a noisy neighbour's 5000 opens
+    others (opensnoop's trace_allowed()), so a noisy neighbour's 2000 opens
     never reach user space: the trace's own count of open records taken off the
     ring is exactly X's 100, and so is what it prints."""
     comm = unique_comm("flt")
