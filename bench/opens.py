@@ -285,14 +285,16 @@ class Tracer:
 class InotraceServe(Tracer):
     name = "inotrace"
 
-    def __init__(self, cmd: list[str], workdir: Path) -> None:
+    def __init__(self, cmd: list[str], workdir: Path, extra: tuple[str, ...] = (), name: str = "inotrace") -> None:
         self.cmd = cmd
-        self.log = workdir / "inotrace.log"
+        self.extra = extra  # more serve flags (bench/backends.py: --probes)
+        self.name = name
+        self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         port = free_port()
-        self.proc = spawn([*self.cmd, "serve", f"--web.listen-address=127.0.0.1:{port}"], self.log)
+        self.proc = spawn([*self.cmd, "serve", f"--web.listen-address=127.0.0.1:{port}", *self.extra], self.log)
         self.pid = self.proc.pid
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -725,6 +725,71 @@ int kr_exit_inotify_rm_watch(struct pt_regs *ctx)
 	return exit_call(INOTRACE_SC_INOTIFY_RM_WATCH, (__s64)PT_REGS_RC(ctx));
 }
 
+/* ---- fentry front end (BPF trampolines) ------------------------------- */
+
+/* fentry/fexit programs are called from a trampoline patched into the
+ * function: no breakpoint as a kprobe takes, and unlike a syscall tracepoint
+ * no TIF_SYSCALL_TRACEPOINT on every task, which sends every syscall of every
+ * process on the host down the slow path. They see the function's arguments
+ * as an array of u64 (the return value follows them at fexit). The syscall
+ * functions take the user's saved pt_regs (x86-64, since 4.17), read at the
+ * offsets BTF gives, as the kprobe front end reads them. BCC loads a
+ * function named kfunc__F (kretfunc__F) as fentry (fexit) on F; inotrace
+ * attaches each one itself (never BCC's autoload), so a kernel without
+ * trampolines fails per probe and `auto` falls back. */
+static __always_inline __u64 fentry_arg(unsigned long long *ctx, __u64 reg_off)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)ctx[0] + reg_off);
+	return v;
+}
+
+int kfunc____x64_sys_inotify_init(unsigned long long *ctx)
+{
+	return enter_call(INOTRACE_SC_INOTIFY_INIT, INOTRACE_BACKEND_FENTRY, -1, 0, 0, 0, 0);
+}
+
+int kfunc____x64_sys_inotify_init1(unsigned long long *ctx)
+{
+	return enter_call(INOTRACE_SC_INOTIFY_INIT1, INOTRACE_BACKEND_FENTRY, -1, 0,
+			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0, 0);
+}
+
+int kfunc____x64_sys_inotify_add_watch(unsigned long long *ctx)
+{
+	return enter_call(INOTRACE_SC_INOTIFY_ADD_WATCH, INOTRACE_BACKEND_FENTRY,
+			  (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), fentry_arg(ctx, OFF_PT_REGS_ARG1), 0,
+			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG2), 0);
+}
+
+int kfunc____x64_sys_inotify_rm_watch(unsigned long long *ctx)
+{
+	return enter_call(INOTRACE_SC_INOTIFY_RM_WATCH, INOTRACE_BACKEND_FENTRY,
+			  (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0, 0, 0, (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG1));
+}
+
+/* fexit of long F(const struct pt_regs *): the return value is ctx[1]. */
+int kretfunc____x64_sys_inotify_init(unsigned long long *ctx)
+{
+	return exit_call(INOTRACE_SC_INOTIFY_INIT, (__s64)ctx[1]);
+}
+
+int kretfunc____x64_sys_inotify_init1(unsigned long long *ctx)
+{
+	return exit_call(INOTRACE_SC_INOTIFY_INIT1, (__s64)ctx[1]);
+}
+
+int kretfunc____x64_sys_inotify_add_watch(unsigned long long *ctx)
+{
+	return exit_call(INOTRACE_SC_INOTIFY_ADD_WATCH, (__s64)ctx[1]);
+}
+
+int kretfunc____x64_sys_inotify_rm_watch(unsigned long long *ctx)
+{
+	return exit_call(INOTRACE_SC_INOTIFY_RM_WATCH, (__s64)ctx[1]);
+}
+
 /* ---- opens: counted in the kernel, streamed only on request ------------ */
 
 static __always_inline void count_open(struct inotrace_open_key *key)
@@ -856,6 +921,18 @@ int kr_exit_open_by_handle_at(struct pt_regs *ctx)
 	return open_exit(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s64)PT_REGS_RC(ctx), INOTRACE_BACKEND_KPROBE);
 }
 
+/* fentry front end: do_sys_openat2(int dfd, const char __user *filename,
+ * struct open_how *how) returns long, after its three arguments. */
+int kretfunc__do_sys_openat2(unsigned long long *ctx)
+{
+	return open_exit(0, (__s64)(int)ctx[3], INOTRACE_BACKEND_FENTRY);
+}
+
+int kretfunc____x64_sys_open_by_handle_at(unsigned long long *ctx)
+{
+	return open_exit(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s64)ctx[1], INOTRACE_BACKEND_FENTRY);
+}
+
 #if STREAM_OPENS
 int tp_enter_open(struct sc_enter_ctx *ctx)
 {
@@ -894,6 +971,18 @@ int kp_enter_open_by_handle_at(struct pt_regs *ctx)
 {
 	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)syscall_arg(ctx, OFF_PT_REGS_ARG0), 0,
 			  (__u32)syscall_arg(ctx, OFF_PT_REGS_ARG2), 0);
+}
+int kfunc__do_sys_openat2(unsigned long long *ctx)
+{
+	__u64 how[2] = {};
+
+	bpf_probe_read_kernel(how, sizeof(how), (void *)ctx[2]);
+	return open_enter(INOTRACE_OC_DO_SYS_OPENAT2, (__s32)ctx[0], ctx[1], (__u32)how[0], (__u32)how[1]);
+}
+int kfunc____x64_sys_open_by_handle_at(unsigned long long *ctx)
+{
+	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0,
+			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG2), 0);
 }
 #endif
 

@@ -57,6 +57,7 @@ enum inotrace_open_call {
 enum inotrace_backend {
 	INOTRACE_BACKEND_TRACEPOINT = 1,
 	INOTRACE_BACKEND_KPROBE = 2,
+	INOTRACE_BACKEND_FENTRY = 3,
 };
 
 /* Index into the `lost` per-CPU array: why a record or count never made it. */

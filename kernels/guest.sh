@@ -43,6 +43,11 @@ while [ $# -ge 2 ]; do
     IFS=, read -r -a skip <<< "$deselect"
     for d in "${skip[@]}"; do args+=(--deselect "$d"); done
   fi
+  if [ "$backend" = bench ]; then
+    echo "inotrace-lane: === kernel $kver, bench: ${tests[*]}"
+    "$repo/.venv/bin/python" "$repo/${tests[0]}" --out "$results/backends.json" --path /run
+    continue
+  fi
   echo "inotrace-lane: === kernel $kver, --probes $backend: ${tests[*]}"
   echo "start $backend $(date +%s)" >> "$status"
   INOTRACE_TEST_PROBES=$backend "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -q -rfE --durations=5 \

@@ -66,12 +66,30 @@ def tracefs_dir() -> Path:
     raise AssertionError("tracefs is not mounted, yet inotrace started")
 
 
+@functools.cache
+def kernel_has_fentry() -> bool:
+    """Whether this kernel runs BPF trampolines, found by attaching a trivial
+    fexit (BCC attaches kretfunc__* at construction). BCC's support_kfunc()
+    cannot say: it answers yes on kernels where loading fails (no ftrace)."""
+    from bcc import BPF  # noqa: PLC0415 - only BPF tests need bcc
+
+    try:
+        bpf = BPF(text=b"int kretfunc__do_sys_openat2(unsigned long long *ctx) { return 0; }")
+    except Exception:
+        return False
+    bpf.cleanup()
+    return True
+
+
 def expected_backend(probe: str) -> str:
     """The backend a running inotrace must have attached `probe` with: the one
     asked for (INOTRACE_TEST_PROBES), else auto's choice, read from the kernel:
-    the syscall tracepoint where it has one, else a kprobe."""
+    fentry where it has trampolines, else the syscall tracepoint where it has
+    one, else a kprobe."""
     if PROBES and PROBES != "auto":
         return PROBES
+    if kernel_has_fentry():
+        return "fentry"
     tracefs = tracefs_dir()
     if all((tracefs / "events/syscalls" / f"sys_{p}_{probe}").is_dir() for p in ("enter", "exit")):
         return "tracepoint"

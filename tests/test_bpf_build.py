@@ -58,7 +58,7 @@ def test_ebpf_output_compiles_to_the_program_that_loads(argv: list[str]) -> None
     args: argparse.Namespace = build_parser().parse_args(argv)
     loaded = Program(build_options(args))
     try:
-        printed = loaded._bcc.BPF(text=res.stdout.encode())  # bcc only through Program
+        printed = Program.compile_text(res.stdout)  # bcc only through Program
         try:
             compared = 0
             for fn in FUNCTIONS:

@@ -16,7 +16,7 @@ from inotrace import __version__, bpf_program, cli
     [
         ([], "required"),
         (["serve", "--bogus"], "unrecognized arguments: --bogus"),
-        (["serve", "--probes", "fentry"], "invalid choice"),
+        (["serve", "--probes", "uprobe"], "invalid choice"),
         (["trace", "--pid", "abc"], "not a pid"),
         (["trace", "--uid", "-3"], "not a numeric uid"),
         (["serve", "--metrics.max-comms", "0"], "at least 1"),

@@ -24,7 +24,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import NOBODY, ROOT, free_port, terminate
+from conftest import NOBODY, ROOT, expected_backend, free_port, terminate
 from inotrace import DEFAULT_PORT
 from inotrace.cli import build_parser
 
@@ -506,7 +506,8 @@ def test_daemonset_capabilities_suffice(tmp_path: Path, holder: tuple[int, int])
     caps = set(_container()["securityContext"]["capabilities"]["add"])
     code, err, metrics = _daemonset_run(tmp_path, caps)
     assert code is None, err
-    assert _value(metrics, "inotrace_probe_attached", probe="inotify_add_watch") == 1
+    backend = expected_backend("inotify_add_watch")
+    assert _value(metrics, "inotrace_probe_attached", probe="inotify_add_watch", backend=backend) == 1
     assert _exact(metrics, *holder), err + metrics
 
 

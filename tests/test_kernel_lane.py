@@ -19,6 +19,7 @@ from conftest import (
     assert_one_line_error,
     expected_backend,
     http_get,
+    kernel_has_fentry,
     kernel_has_kprobes,
     run_cli,
     run_workload,
@@ -40,6 +41,11 @@ def test_requested_backend_attaches_and_counts_exactly(serve, tmp_path) -> None:
     if mode == "kprobe" and not kernel_has_kprobes():
         # The host kernel: kprobe cannot work, and says so in one line.
         assert_one_line_error(run_cli("trace", "--probes", "kprobe"), "no kprobe support")
+        return
+    if mode == "fentry" and not kernel_has_fentry():
+        # The host kernel loads no trampolines (EPERM without ftrace): one line, naming the hook.
+        res = run_cli("trace", "--probes", "fentry")
+        assert_one_line_error(res, "cannot attach probe inotify_init1 (fentry: cannot attach fentry to __x64_sys_")
         return
     log = tmp_path / "events.jsonl"
     proc, url = serve(f"--log-events={log}")

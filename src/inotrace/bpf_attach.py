@@ -44,6 +44,10 @@ def captured_stderr() -> Iterator[list[str]]:
                 log.debug("bcc: %s", line)
 
 
+class KernelRefused(RuntimeError):
+    """The kernel refuses a whole backend (not one hook): the other probes need not try it."""
+
+
 class Attacher:
     """The hooks of one compiled program: attach them, or only load (verify) them."""
 
@@ -53,6 +57,7 @@ class Attacher:
         self.build = build
         self.probes: list[ProbeStatus] = []
         self.attached: list[str] = []  # the functions of every hook attached
+        self._refused: dict[str, str] = {}  # backend -> why the kernel refuses all of it
 
     def _function(self, target: str) -> bytes:
         if target.startswith("sys:"):
@@ -89,6 +94,9 @@ class Attacher:
                 raise RuntimeError(
                     f"cannot attach kprobe to {fn.decode()}: this kernel has no kprobe support (CONFIG_KPROBES off)"
                 )
+        elif hook.kind in ("fentry", "fexit"):
+            if self._bcc.BPF.ksymname(hook.target.encode()) == -1:
+                raise LookupError(f"no kernel function {hook.target}")
         elif not os.path.isdir(os.path.join(self.build.tracefs, "events", "task", hook.target)):
             raise LookupError(f"no raw tracepoint {hook.target}")
 
@@ -103,12 +111,33 @@ class Attacher:
             raw = hook.target.encode()
             self.bpf.attach_raw_tracepoint(tp=raw, fn_name=fn)
             return lambda: self.bpf.detach_raw_tracepoint(tp=raw)
+        if hook.kind in ("fentry", "fexit"):
+            return self._attach_trampoline(hook, fn)
         event = self._function(hook.target)
         if hook.kind == "kprobe":
             self.bpf.attach_kprobe(event=event, fn_name=fn)
             return lambda: self.bpf.detach_kprobe(event=event)
         self.bpf.attach_kretprobe(event=event, fn_name=fn)
         return lambda: self.bpf.detach_kretprobe(event=event)
+
+    def _attach_trampoline(self, hook: Hook, fn: bytes) -> Callable[[], None]:
+        entry = hook.kind == "fentry"
+        try:
+            if entry:
+                self.bpf.attach_kfunc(fn_name=fn)
+            else:
+                self.bpf.attach_kretfunc(fn_name=fn)
+        except Exception as e:
+            # never trust BCC's support_kfunc(): it says yes where loading fails (EPERM without ftrace)
+            if "super-user" in str(e) and os.geteuid() == 0:  # BCC's words for EPERM, which root gets too
+                raise KernelRefused(
+                    f"cannot attach {hook.kind} to {hook.target}: the kernel refused it (EPERM as root: "
+                    "no BPF trampolines here, e.g. a kernel without ftrace)"
+                ) from e
+            raise RuntimeError(f"cannot attach {hook.kind} to {hook.target}: {e}") from e
+        if entry:
+            return lambda: self.bpf.detach_kfunc(fn_name=fn)
+        return lambda: self.bpf.detach_kretfunc(fn_name=fn)
 
     def _hooks(self, spec: ProbeSpec, backend: str) -> list[Hook]:
         return [h for h in spec.backends[backend] if self.build.opts.stream_opens or not h.stream]
@@ -138,7 +167,7 @@ class Attacher:
         self.attached += [h.fn for h in hooks]
 
     def attach(self, mode: str) -> list[ProbeStatus]:
-        """Attach every probe with `mode` (auto tries tracepoint, then kprobe).
+        """Attach every probe with `mode` (auto tries fentry, then tracepoint, then kprobe).
 
         Probes with a single way in (io_uring's tracepoints, the raw
         tracepoint that marks usermode helpers) use it whatever the mode.
@@ -150,12 +179,18 @@ class Attacher:
             status = ProbeStatus(spec.name)
             missing = 0
             for backend in backends:
+                if backend in self._refused:
+                    status.tried[backend] = self._refused[backend]
+                    continue
                 with captured_stderr():
                     try:
                         self._attach_backend(spec, backend)
                     except LookupError as e:
                         missing += 1
                         status.tried[backend] = str(e)
+                        continue
+                    except KernelRefused as e:
+                        status.tried[backend] = self._refused[backend] = str(e)
                         continue
                     except Exception as e:
                         status.tried[backend] = str(e)
@@ -184,6 +219,8 @@ class Attacher:
             "kprobe": "KPROBE",
             "kretprobe": "KPROBE",
             "raw_tracepoint": "RAW_TRACEPOINT",
+            "fentry": "TRACING",
+            "fexit": "TRACING",
         }
         names = []
         for spec in PROBES:

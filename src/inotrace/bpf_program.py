@@ -28,6 +28,19 @@ def _import_bcc() -> Any:
     return bcc
 
 
+def _without_autoload(bcc: Any) -> Any:
+    """BCC's BPF, minus its autoload: at construction BCC attaches every
+    function named kfunc__*, kprobe__*... itself, and one that cannot attach
+    (fentry where the kernel has no trampolines) would fail the whole
+    program. The Attacher attaches each hook, per probe, with fallbacks."""
+
+    class BPF(bcc.BPF):  # type: ignore[misc]
+        def _trace_autoload(self) -> None:
+            pass
+
+    return BPF
+
+
 def kernel_headers_dir() -> str:
     return f"/lib/modules/{platform.release()}/build"
 
@@ -46,7 +59,7 @@ class Program:
             )
         with captured_stderr() as err:
             try:
-                self.bpf = self._bcc.BPF(text=build.source().encode(), cflags=self.cflags)
+                self.bpf = _without_autoload(self._bcc)(text=build.source().encode(), cflags=self.cflags)
             except Exception as e:
                 detail = next((ln for ln in err if "error" in ln), str(e))
                 raise InotraceError(f"BPF program failed to compile: {detail.strip()}") from e
@@ -57,6 +70,11 @@ class Program:
         self.maps = Maps(self._bcc, self.bpf)
         o = build.opts
         self.maps.set_trace_filter(o.filter_pids, o.filter_uids, o.filter_comms)  # before any hook runs
+
+    @staticmethod
+    def compile_text(text: str) -> Any:
+        """A BPF object from C text, compiled as Program compiles (nothing attached)."""
+        return _without_autoload(_import_bcc())(text=text.encode())
 
     @staticmethod
     def render(opts: BuildOptions) -> str:

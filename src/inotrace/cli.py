@@ -45,10 +45,11 @@ class _Parser(argparse.ArgumentParser):
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--probes",
-        choices=("auto", "tracepoint", "kprobe"),
+        choices=("auto", "fentry", "tracepoint", "kprobe"),
         default="auto",
-        help="probe backend: tracepoint (syscall tracepoints), kprobe (kprobe+kretprobe on the syscall "
-        "functions), or auto: per probe, the first of those that attaches (default: %(default)s)",
+        help="probe backend: fentry (BPF trampolines on the kernel functions: no cost to other syscalls), "
+        "tracepoint (syscall tracepoints), kprobe (kprobe+kretprobe on the syscall functions), or auto: per "
+        "probe, the first of those that attaches (default: %(default)s)",
     )
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point (default: %(default)s)")
     p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point (default: %(default)s)")

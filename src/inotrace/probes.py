@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BACKENDS = ("tracepoint", "kprobe")
+# `auto` tries them in this order, per probe: fentry taxes nothing but the
+# traced function; a syscall tracepoint slows every syscall on the host; a
+# kprobe costs a breakpoint per call.
+BACKENDS = ("fentry", "tracepoint", "kprobe")
+# BCC loads kfunc__F / kretfunc__F as fentry / fexit on F. Trampolines are
+# x86-64 only in BCC, whose syscall functions are __x64_sys_*.
+FENTRY_SYSCALL = "__x64_sys_"
 
 
 @dataclass(frozen=True)
 class Hook:
-    """One attachment: kind tracepoint|kprobe|kretprobe|raw_tracepoint."""
+    """One attachment: kind tracepoint|kprobe|kretprobe|fentry|fexit|raw_tracepoint."""
 
     kind: str
     target: str  # "category:event", a kernel function ("sys:" = the syscall's function), a raw tracepoint
@@ -33,7 +39,16 @@ def _syscall_hooks(name: str) -> dict[str, tuple[Hook, ...]]:
             Hook("kprobe", f"sys:{name}", f"kp_enter_{name}"),
             Hook("kretprobe", f"sys:{name}", f"kr_exit_{name}"),
         ),
+        "fentry": _fentry(FENTRY_SYSCALL + name),
     }
+
+
+def _fentry(function: str, stream_entry: bool = False) -> tuple[Hook, ...]:
+    """fentry and fexit on a kernel function (the entry only when opens are streamed, with stream_entry)."""
+    return (
+        Hook("fentry", function, f"kfunc__{function}", stream=stream_entry),
+        Hook("fexit", function, f"kretfunc__{function}"),
+    )
 
 
 def _open_tracepoints(names: tuple[str, ...]) -> tuple[Hook, ...]:
@@ -56,8 +71,8 @@ class ProbeSpec:
 # Probes, in attach order; `required` ones must attach for the tracer to run.
 # inotify_init does not exist on every architecture (arm64 has only init1).
 # Opens are counted at syscall exit; the entry hooks (path, flags) are only
-# attached when opens are streamed. The kprobe backend counts opens at
-# do_sys_openat2, which open/openat/openat2/creat all reach (>= 5.6): a
+# attached when opens are streamed. The kprobe and fentry backends count opens
+# at do_sys_openat2, which open/openat/openat2/creat all reach (>= 5.6): a
 # kprobe on do_sys_open attaches on 6.1 and never fires (it is inlined).
 PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("inotify_init", False, _syscall_hooks("inotify_init")),
@@ -73,6 +88,7 @@ PROBES: tuple[ProbeSpec, ...] = (
                 Hook("kprobe", "do_sys_openat2", "kp_enter_do_sys_openat2", stream=True),
                 Hook("kretprobe", "do_sys_openat2", "kr_exit_do_sys_openat2"),
             ),
+            "fentry": _fentry("do_sys_openat2", stream_entry=True),
         },
     ),
     ProbeSpec(
@@ -84,6 +100,7 @@ PROBES: tuple[ProbeSpec, ...] = (
                 Hook("kprobe", "sys:open_by_handle_at", "kp_enter_open_by_handle_at", stream=True),
                 Hook("kretprobe", "sys:open_by_handle_at", "kr_exit_open_by_handle_at"),
             ),
+            "fentry": _fentry(FENTRY_SYSCALL + "open_by_handle_at", stream_entry=True),
         },
     ),
     # io_uring opens bypass the open syscalls; only io_uring's tracepoints see them.

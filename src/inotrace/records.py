@@ -49,6 +49,7 @@ class Origin(enum.IntEnum):
 class Backend(enum.IntEnum):
     TRACEPOINT = 1
     KPROBE = 2
+    FENTRY = 3
 
     @property
     def label(self) -> str:
