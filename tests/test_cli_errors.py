@@ -18,6 +18,7 @@ from inotrace import __version__, bpf_program, cli
         (["serve", "--bogus"], "unrecognized arguments: --bogus"),
         (["serve", "--probes", "uprobe"], "invalid choice"),
         (["trace", "--pid", "abc"], "not a pid"),
+        (["trace", "--comm", "a-name-of-16-byt"], "not a comm (1 to 15 bytes"),
         (["trace", "--uid", "-3"], "not a numeric uid"),
         (["serve", "--metrics.max-comms", "0"], "at least 1"),
         (["frobnicate"], "invalid choice"),

@@ -84,6 +84,13 @@ def _integer(minimum: int, what: str, too_small: str) -> Callable[[str], int]:
     return parse
 
 
+def _comm(value: str) -> str:
+    """A comm as the kernel keeps it (15 bytes): a longer one could never match."""
+    if not value or len(os.fsencode(value)) > 15:
+        raise argparse.ArgumentTypeError(f"not a comm (1 to 15 bytes, as the kernel keeps it): {value!r}")
+    return value
+
+
 _pid_list = _integer(1, "not a pid", "not a pid")
 _uid = _integer(0, "not a numeric uid", "not a numeric uid")
 _positive = _integer(1, "not a number", "must be at least 1")
@@ -205,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace = sub.add_parser("trace", help="print every inotify call as it happens")
     _add_common(trace)
     trace.add_argument("--pid", type=_pid_list, action="append", default=[], help="only this pid/tid (repeatable)")
-    trace.add_argument("--comm", action="append", default=[], help="only this comm (repeatable)")
+    trace.add_argument("--comm", type=_comm, action="append", default=[], help="only this comm (repeatable)")
     trace.add_argument("--uid", type=_uid, action="append", default=[], help="only this uid or euid (repeatable)")
     trace.add_argument("--format", choices=("json", "table"), default="json", help="(default: %(default)s)")
     trace.add_argument("--opens", action="store_true", help="also stream every file open (batched; drops are counted)")
