@@ -17,8 +17,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,16 @@ def expected_backend(probe: str) -> str:
         return "tracepoint"
     assert kernel_has_kprobes(), f"no tracepoint for {probe} and no kprobes: auto could not have started"
     return "kprobe"
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 10) -> Any:
+    """Wait for a named condition, with a deadline; the condition's (truthy) value."""
+    deadline = time.monotonic() + timeout
+    while not (got := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(0.05)
+    return got
 
 
 def free_port() -> int:

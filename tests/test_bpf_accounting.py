@@ -18,14 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import groundtruth
-from conftest import INOTRACE, NOBODY, WORKLOADS, Running, http_get, log_records, wait_for_records
+from conftest import INOTRACE, NOBODY, WORKLOADS, Running, http_get, log_records, wait_for_records, wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -292,16 +292,6 @@ def test_watch_limit_hit(exporter: str, events_log: Path, workdir: Path) -> None
     assert path.read_text() == saved
 
 
-def wait_for(what: Callable[[], object], timeout: float = 10) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_queue_overflow_of_a_stalled_consumer(exporter: str, events_log: Path, workdir: Path) -> None:
     """inotifywait stops reading (SIGSTOP) while events pour in: twice, two overflows.
 
@@ -342,10 +332,10 @@ def test_queue_overflow_of_a_stalled_consumer(exporter: str, events_log: Path, w
             for i in range(100):  # 100 events > 64
                 f = watched / f"f{i}"
                 f.touch() if op == "touch" else f.unlink()
-            wait_for(lambda n=episode: overflows() == n)
+            wait_until(lambda n=episode: overflows() == n, f"{episode} overflow episodes are counted")
             assert depth() == 65  # 64 events + IN_Q_OVERFLOW
             os.kill(consumer.pid, signal.SIGCONT)
-            wait_for(lambda: depth() == 0)
+            wait_until(lambda: depth() == 0, "the resumed consumer has read its queue")
         assert overflows() == 2
         recs = wait_for_records(log, 2, event="queue_overflow", pid=consumer.pid)
         assert [(r["comm"], r["uid"], r["q_len"], r["max_events"]) for r in recs] == [("inotifywait", 0, 65, 64)] * 2
@@ -491,14 +481,15 @@ def test_small_ring_loses_records_says_so_and_counts_stay_exact(serve, workdir: 
         )
         lost = metric_value(url, "inotrace_events_lost_total", reason="ringbuf_full") or 0
         assert lost > 1000, "the ring was meant to overflow"
-        gaps = wait_for(
-            lambda: (g := log_records(log, event="records_lost")) and sum(r["lost"] for r in g) == lost and g
+        gaps = wait_until(
+            lambda: (g := log_records(log, event="records_lost")) and sum(r["lost"] for r in g) == lost and g,
+            "records_lost records account for every lost record",
         )
         assert {r["reason"] for r in gaps} == {"ringbuf_full"}  # type: ignore[union-attr]
         # the kernel removes watches (rmdir): counted exactly, though their records may be gone
         for j in range(7):
             (tree / "d0" / f"e{j}").rmdir()
-        wait_for(lambda: fdinfo_watches(w.pid) == 3054)
+        wait_until(lambda: fdinfo_watches(w.pid) == 3054, "the kernel has removed the 7 watches")
         assert (
             metric_value(url, "inotrace_process_inotify_watches", pid=str(w.pid), comm="inotifywait", uid="0") == 3054
         )

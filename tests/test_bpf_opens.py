@@ -11,13 +11,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NOBODY, PROBES, WORKLOADS, Running, http_get, terminate, unique_comm
+from conftest import NOBODY, PROBES, WORKLOADS, Running, http_get, terminate, unique_comm, wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -31,15 +31,6 @@ def samples(url: str, name: str, **match: str) -> dict[tuple[tuple[str, str], ..
             if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
                 out[tuple(sorted((k, v) for k, v in s.labels.items() if k not in match))] = s.value
     return out
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    """Wait for a named condition, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +127,9 @@ print("done", flush=True)
 """
 
 
-def _opener(comm: str) -> subprocess.Popen:
+def _opener(comm: str, opens: int) -> subprocess.Popen:
     return subprocess.Popen(
-        ["/usr/bin/python3", "-c", OPENER, comm, "2000" if comm.startswith("noise") else "100"],
+        ["/usr/bin/python3", "-c", OPENER, comm, str(opens)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -152,7 +143,7 @@ def test_trace_filters_opens_in_the_kernel(by: str) -> None:
     never reach user space: the trace's own count of open records taken off the
     ring is exactly X's 100, and so is what it prints."""
     comm = unique_comm("flt")
-    mine, noise = _opener(comm), _opener(unique_comm("noise"))
+    mine, noise = _opener(comm, 100), _opener(unique_comm("noise"), 2000)
     lines: list[str] = []
     try:
         for p in (noise, mine):
