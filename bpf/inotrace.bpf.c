@@ -806,6 +806,117 @@ static __always_inline void count_open(struct inotrace_open_key *key)
 		count_lost(INOTRACE_LOST_OPEN_COUNTS);
 }
 
+/* The open counter's key for the current task: comm and effective uid.
+ * Returns the task's tgid. */
+static __always_inline __u32 open_key_of_current(struct inotrace_open_key *key)
+{
+#if HAVE_TASK_BTF
+	/* Loaded straight through the task's BTF-typed pointer, at BTF's
+	 * offsets (the verifier checks each load against BTF): a plain load
+	 * each, where bpf_get_current_comm and the two bpf_probe_read_kernel
+	 * of cred->euid cost ~250 ns an open on this project's VMs. */
+	char *task = (char *)bpf_get_current_task_btf();
+	char *cred = *(char **)(task + OFF_TASK_CRED);
+
+	__u64 *comm = (__u64 *)key->comm;
+
+	/* two 8-byte loads: memcpy from a char * would load it byte by byte,
+	 * and the JIT guards every load through such a pointer */
+	comm[0] = *(__u64 *)(task + OFF_TASK_COMM);
+	comm[1] = *(__u64 *)(task + OFF_TASK_COMM + 8);
+	key->uid = *(__u32 *)(cred + OFF_CRED_EUID);
+	return *(__u32 *)(task + OFF_TASK_TGID);
+#else
+	bpf_get_current_comm(&key->comm, sizeof(key->comm));
+	key->uid = task_euid((void *)bpf_get_current_task());
+	return bpf_get_current_pid_tgid() >> 32;
+#endif
+}
+
+#if OPEN_SLOTS_PER_CPU
+/* Successful opens by syscall are the hot path, and past the key, the
+ * cost of counting one was its hash lookup (~100 ns: jhash of 28 bytes).
+ * So each key of a successful open gets a slot in a per-CPU array, found
+ * through a one-entry per-CPU cache of the last key counted on that CPU: a
+ * run of opens by one process does no lookup at all. The cache only says
+ * where to count, never holds a count, and every open compares its whole
+ * key with it, so a rename, a setuid or another process misses and finds
+ * its own slot: counts stay exact. A slot, once given, is its key's for the
+ * program's lifetime (never freed or reused), so counters only grow. A CPU
+ * gives slots from its own range (no atomic that returns a value is
+ * available to BCC's compiler); a CPU whose range is used up counts in the
+ * hash. Only programs that cannot be preempted use it (syscall tracepoints,
+ * kretprobes): a trampoline's program can be, between reading the cache and
+ * using it. */
+struct slot_cache {
+	struct inotrace_open_key key;
+	__u32 slot;
+	__u32 valid;
+};
+BPF_HASH(open_slots, struct inotrace_open_key, __u32, OPEN_COUNTS_MAX);
+BPF_PERCPU_ARRAY(open_slot_counts, __u64, OPEN_COUNTS_MAX);
+BPF_PERCPU_ARRAY(open_slot_cache, struct slot_cache, 1);
+BPF_PERCPU_ARRAY(open_slots_given, __u32, 1); /* of this CPU's range */
+
+static __always_inline int same_open_key(const struct inotrace_open_key *a, const struct inotrace_open_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && *(const __u32 *)&x[3] == *(const __u32 *)&y[3];
+}
+
+/* The key's slot: given before, or given now from this CPU's range. */
+static __always_inline int find_slot(const struct inotrace_open_key *key, __u32 *slot)
+{
+	__u32 zero = 0, *s = open_slots.lookup(key), *given, n;
+
+	if (s) {
+		*slot = *s;
+		return 1;
+	}
+	given = open_slots_given.lookup(&zero);
+	if (!given || *given >= OPEN_SLOTS_PER_CPU)
+		return 0;
+	n = bpf_get_smp_processor_id() * OPEN_SLOTS_PER_CPU + *given;
+	if (n >= OPEN_COUNTS_MAX)
+		return 0;
+	if (open_slots.insert(key, &n)) {
+		s = open_slots.lookup(key); /* another CPU gave it one first */
+		if (!s)
+			return 0; /* the map is full */
+		n = *s;
+	} else {
+		(*given)++;
+	}
+	*slot = n;
+	return 1;
+}
+
+static __always_inline void count_open_ok(struct inotrace_open_key *key)
+{
+	__u32 zero = 0, slot;
+	struct slot_cache *c = open_slot_cache.lookup(&zero);
+	__u64 *v;
+
+	if (!c)
+		return count_open(key);
+	if (c->valid && same_open_key(&c->key, key)) {
+		slot = c->slot;
+	} else {
+		if (!find_slot(key, &slot))
+			return count_open(key);
+		__builtin_memcpy(&c->key, key, sizeof(c->key));
+		c->slot = slot;
+		c->valid = 1;
+	}
+	v = open_slot_counts.lookup(&slot);
+	if (v)
+		(*v)++; /* this CPU's copy; the program cannot be preempted */
+	else
+		count_open(key);
+}
+#endif
+
 #if STREAM_OPENS
 static __always_inline struct inotrace_open_rec *open_rec(__u32 call, __s64 ret, __u16 origin, __u32 backend)
 {
@@ -830,68 +941,105 @@ static __always_inline struct inotrace_open_rec *open_rec(__u32 call, __s64 ret,
 	return rec;
 }
 
+/* Whether trace's filters admit the current task's opens. */
+static __always_inline int open_traced(__u64 id)
+{
+#if FILTER_PIDS || FILTER_UIDS || FILTER_COMMS
+	struct comm_key c = {};
+
+	bpf_get_current_comm(&c.comm, sizeof(c.comm));
+	return trace_allowed(id >> 32, (__u32)id, (__u32)bpf_get_current_uid_gid(),
+			     task_euid((void *)bpf_get_current_task()), c.comm);
+#else
+	return 1;
+#endif
+}
+
 static __always_inline int open_enter(__u32 call, __s32 dfd, __u64 path, __u32 flags, __u32 mode)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct open_args a = { .path = path, .dfd = dfd, .flags = flags, .mode = mode, .call = call };
 
-#if FILTER_PIDS || FILTER_UIDS || FILTER_COMMS
-	{
-		struct comm_key c = {};
-
-		bpf_get_current_comm(&c.comm, sizeof(c.comm));
-		if (!trace_allowed(id >> 32, (__u32)id, (__u32)bpf_get_current_uid_gid(),
-				   task_euid((void *)bpf_get_current_task()), c.comm))
-			return 0; /* no saved arguments: its exit streams nothing */
-	}
-#endif
+	if (!open_traced(id))
+		return 0; /* no saved arguments: its exit streams nothing */
 	if (open_inflight.update(&id, &a))
 		count_lost(INOTRACE_LOST_INFLIGHT);
 	return 0;
+}
+
+/* A do_filp_open's path is the kernel's own copy (struct filename), not
+ * the caller's memory: exec copied it in, or the kernel made it up. */
+static __always_inline __u32 read_kernel_path(char *dst, __u8 *rec_flags, __u64 kptr)
+{
+	long n = kptr ? bpf_probe_read_kernel_str(dst, INOTRACE_PATH_LEN, (void *)kptr) : -1;
+	char next = 0;
+
+	*rec_flags |= INOTRACE_F_HAS_PATH | INOTRACE_F_KERNEL_PATH;
+	if (n <= 0) {
+		dst[0] = 0;
+		*rec_flags |= INOTRACE_F_PATH_FAULT;
+		return 0;
+	}
+	if (n == INOTRACE_PATH_LEN &&
+	    bpf_probe_read_kernel(&next, 1, (void *)(kptr + INOTRACE_PATH_LEN - 1)) == 0 && next != 0)
+		*rec_flags |= INOTRACE_F_PATH_TRUNCATED;
+	return n > INOTRACE_PATH_LEN ? INOTRACE_PATH_LEN : (__u32)n;
+}
+
+/* Stream one counted open, with the arguments saved for it. */
+static __always_inline void stream_open(struct open_args *a, struct inotrace_open_key *key, __s64 ret, __u32 backend)
+{
+	__u64 id = bpf_get_current_pid_tgid(), path_len = 0;
+	struct inotrace_open_rec *rec = open_rec(a->call, ret, key->origin, backend);
+
+	if (!rec)
+		return;
+	rec->tgid = id >> 32;
+	rec->tid = (__u32)id;
+	rec->ppid = task_ppid((void *)bpf_get_current_task());
+	rec->uid = (__u32)bpf_get_current_uid_gid();
+	rec->euid = key->uid;
+	rec->cgroup_id = bpf_get_current_cgroup_id();
+	rec->dfd = a->dfd;
+	rec->flags = a->flags;
+	rec->mode = a->mode;
+	__builtin_memcpy(rec->comm, key->comm, sizeof(rec->comm));
+	if (a->call == INOTRACE_OC_DO_FILP_OPEN)
+		path_len = read_kernel_path(rec->path, &rec->rec_flags, a->path);
+	else if (a->path)
+		path_len = read_user_path(rec->path, &rec->rec_flags, a->path);
+	submit((void *)rec, offsetof(struct inotrace_open_rec, path), path_len);
 }
 #endif
 
 /* The common exit of every open syscall (or of do_sys_openat2). */
 static __always_inline int open_exit(__u32 call, __s64 ret, __u32 backend)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	void *task = (void *)bpf_get_current_task();
 	struct inotrace_open_key key = {};
+	/* the euid, as for inotify calls */
+	__u32 tgid = open_key_of_current(&key);
 
-	bpf_get_current_comm(&key.comm, sizeof(key.comm));
-	/* the euid, as for inotify calls; reading the real uid through a helper
-	 * instead saved ~20 ns of ~215 (bench/opens.py): not worth two meanings */
-	key.uid = task_euid(task);
 	key.err = ret < 0 ? (__s32)-ret : 0;
 	/* Only syscalls reach here (io_uring and kernel threads open through
 	 * do_filp_open): the origin is user or usermode_helper, and the hot
 	 * path skips reading task flags. */
-	key.origin = is_umh(id >> 32) ? INOTRACE_ORIGIN_USERMODE_HELPER : INOTRACE_ORIGIN_USER;
-	count_open(&key);
+	key.origin = is_umh(tgid) ? INOTRACE_ORIGIN_USERMODE_HELPER : INOTRACE_ORIGIN_USER;
+#if OPEN_SLOTS_PER_CPU
+	if (!key.err && backend != INOTRACE_BACKEND_FENTRY)
+		count_open_ok(&key);
+	else
+#endif
+		count_open(&key);
 #if STREAM_OPENS
 	{
+		__u64 id = bpf_get_current_pid_tgid();
 		struct open_args *a = open_inflight.lookup(&id);
-		struct inotrace_open_rec *rec;
-		__u64 path_len = 0;
 
 		if (!a)
 			return 0;
-		rec = open_rec(a->call ? a->call : call, ret, key.origin, backend);
-		if (rec) {
-			rec->tgid = id >> 32;
-			rec->tid = (__u32)id;
-			rec->ppid = task_ppid(task);
-			rec->uid = (__u32)bpf_get_current_uid_gid();
-			rec->euid = key.uid;
-			rec->cgroup_id = bpf_get_current_cgroup_id();
-			rec->dfd = a->dfd;
-			rec->flags = a->flags;
-			rec->mode = a->mode;
-			__builtin_memcpy(rec->comm, key.comm, sizeof(rec->comm));
-			if (a->path)
-				path_len = read_user_path(rec->path, &rec->rec_flags, a->path);
-			submit((void *)rec, offsetof(struct inotrace_open_rec, path), path_len);
-		}
+		if (!a->call)
+			a->call = call;
+		stream_open(a, &key, ret, backend);
 		open_inflight.delete(&id);
 	}
 #endif
@@ -984,6 +1132,153 @@ int kfunc____x64_sys_open_by_handle_at(unsigned long long *ctx)
 	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0,
 			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG2), 0);
 }
+#endif
+
+/* ---- opens the kernel makes itself (fentry and kprobe backends) --------- */
+
+#if HAVE_KERNEL_OPENS
+/* Every open of a path passes do_filp_open: the open syscalls' (through
+ * do_sys_openat2), io_uring's, exec's binary and interpreter
+ * (do_open_execat), a core-dump file, a kernel thread's filp_open. The first
+ * two are counted where they are asked for: at do_sys_openat2, which also
+ * sees the failures do_filp_open never does (EMFILE, EFAULT), and by
+ * io_uring's tracepoints. Only the rest are counted here. Which is which is
+ * read from the task's saved user registers: from syscall entry until the
+ * syscall returns, ax holds -ENOSYS and orig_ax the syscall's number; a core
+ * dump runs on the way back to user space, after ax took the result. */
+#define ENOSYS_RET ((__u64)-38)
+#define X32_SYSCALL_BIT 0x40000000ULL
+
+/* x86-64 and ia32 numbers of the calls that count their own opens. No
+ * number of one table is, in the other, a call that opens a path. */
+static __always_inline int counts_own_opens(__u64 nr)
+{
+	switch (nr & ~X32_SYSCALL_BIT) {
+	case 2:   /* x86-64 open */
+	case 85:  /* x86-64 creat */
+	case 257: /* x86-64 openat */
+	case 437: /* openat2, both tables */
+	case 426: /* io_uring_enter, both tables: an inline io_uring request */
+	case 5:   /* ia32 open */
+	case 8:   /* ia32 creat */
+	case 295: /* ia32 openat */
+		return 1;
+	}
+	return 0;
+}
+
+/* The origin of this do_filp_open if it is counted here, else -1. */
+static __always_inline int kernel_open_origin(void)
+{
+	__u32 flags = task_flags((void *)bpf_get_current_task());
+	__u64 regs, ax = 0, nr = 0;
+
+	if (flags & PF_IO_WORKER)
+		return -1; /* an io-wq or SQPOLL thread runs io_uring requests only */
+	if (flags & PF_KTHREAD)
+		return INOTRACE_ORIGIN_KERNEL_THREAD;
+	regs = (__u64)bpf_task_pt_regs(bpf_get_current_task_btf());
+	bpf_probe_read_kernel(&ax, sizeof(ax), (void *)(regs + OFF_PT_REGS_AX));
+	bpf_probe_read_kernel(&nr, sizeof(nr), (void *)(regs + OFF_PT_REGS_ORIG_AX));
+	if (ax == ENOSYS_RET && counts_own_opens(nr))
+		return -1;
+	return INOTRACE_ORIGIN_KERNEL;
+}
+
+/* do_filp_open returns a struct file * or an ERR_PTR. */
+static __always_inline __s64 filp_ret(__u64 file)
+{
+	return file >= (__u64)-4095 ? (__s64)file : 0;
+}
+
+static __always_inline int kernel_open(int origin, __s64 ret, struct inotrace_open_key *key)
+{
+	open_key_of_current(key);
+	key->err = ret < 0 ? (__s32)-ret : 0;
+	key->origin = origin;
+	count_open(key);
+	return 0;
+}
+
+#if STREAM_OPENS
+/* What do_filp_open(dfd, struct filename *, const struct open_flags *) was asked. */
+static __always_inline void filp_args(struct open_args *a, __s32 dfd, __u64 name, __u64 op)
+{
+	__u16 mode = 0;
+
+	a->path = (__u64)read_ptr((void *)name, OFF_FILENAME_NAME);
+	a->dfd = dfd;
+	a->flags = 0;
+	bpf_probe_read_kernel(&a->flags, sizeof(a->flags), (void *)(op + OFF_OPEN_FLAGS_OPEN_FLAG));
+	bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(op + OFF_OPEN_FLAGS_MODE));
+	a->mode = mode;
+	a->call = INOTRACE_OC_DO_FILP_OPEN;
+}
+#endif
+
+/* fexit do_filp_open: the arguments are still there beside the result. */
+int kretfunc__do_filp_open(unsigned long long *ctx)
+{
+	struct inotrace_open_key key = {};
+	int origin = kernel_open_origin();
+	__u64 file = 0;
+
+	if (origin < 0)
+		return 0;
+	/* copied out as a plain number: BTF types ctx[3] as a struct file *,
+	 * and the verifier refuses 32-bit arithmetic on a pointer */
+	bpf_probe_read_kernel(&file, sizeof(file), &ctx[3]);
+	kernel_open(origin, filp_ret(file), &key);
+#if STREAM_OPENS
+	if (open_traced(bpf_get_current_pid_tgid())) {
+		struct open_args a = {};
+
+		filp_args(&a, (__s32)ctx[0], ctx[1], ctx[2]);
+		stream_open(&a, &key, filp_ret(file), INOTRACE_BACKEND_FENTRY);
+	}
+#endif
+	return 0;
+}
+
+int kr_exit_do_filp_open(struct pt_regs *ctx)
+{
+	struct inotrace_open_key key = {};
+	int origin = kernel_open_origin();
+	__s64 ret = filp_ret(PT_REGS_RC(ctx));
+
+	if (origin < 0)
+		return 0;
+	kernel_open(origin, ret, &key);
+#if STREAM_OPENS
+	{
+		__u64 id = bpf_get_current_pid_tgid();
+		struct open_args *a = open_inflight.lookup(&id);
+
+		if (a && a->call == INOTRACE_OC_DO_FILP_OPEN) {
+			stream_open(a, &key, ret, INOTRACE_BACKEND_KPROBE);
+			open_inflight.delete(&id);
+		}
+	}
+#endif
+	return 0;
+}
+
+#if STREAM_OPENS
+/* A kretprobe sees no arguments: they are saved here, for the opens the
+ * exit will count (an open syscall's own entry is in flight otherwise). */
+int kp_enter_do_filp_open(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct open_args a = {};
+
+	if (kernel_open_origin() < 0 || !open_traced(id))
+		return 0;
+	filp_args(&a, (__s32)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx));
+	if (open_inflight.update(&id, &a))
+		count_lost(INOTRACE_LOST_INFLIGHT);
+	return 0;
+}
+#endif
 #endif
 
 /* ---- io_uring opens: they bypass the open syscalls ----------------------- */

@@ -39,6 +39,7 @@ enum inotrace_origin {
 	INOTRACE_ORIGIN_USERMODE_HELPER = 2, /* spawned by a kernel thread, or a descendant */
 	INOTRACE_ORIGIN_IO_URING = 3,        /* io_uring request completed inline */
 	INOTRACE_ORIGIN_IO_URING_WORKER = 4, /* io_uring request run by an io-wq / SQPOLL worker */
+	INOTRACE_ORIGIN_KERNEL = 5,          /* an open the kernel made in a task's context (exec, core dump) */
 };
 
 /* Which open it was. The kprobe backend sees do_sys_openat2, which open,
@@ -52,6 +53,7 @@ enum inotrace_open_call {
 	INOTRACE_OC_IO_URING_OPENAT = 6,
 	INOTRACE_OC_IO_URING_OPENAT2 = 7,
 	INOTRACE_OC_DO_SYS_OPENAT2 = 8,
+	INOTRACE_OC_DO_FILP_OPEN = 9, /* an open no open syscall or io_uring request asked for */
 };
 
 enum inotrace_backend {
@@ -76,6 +78,7 @@ enum inotrace_lost_reason {
 #define INOTRACE_F_PATH_FAULT 0x2     /* path could not be read from user memory */
 #define INOTRACE_F_HAS_PATH 0x4       /* the call takes a path argument */
 #define INOTRACE_F_NEW_WATCH 0x8      /* add_watch made a new watch (else it modified one) */
+#define INOTRACE_F_KERNEL_PATH 0x10   /* the path is the kernel's own copy, not the caller's memory */
 
 /* One completed inotify syscall. Sent with only as many path bytes as the
  * path has (its NUL included): the ring holds ~3x more records of a typical

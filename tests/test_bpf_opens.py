@@ -17,7 +17,18 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NOBODY, PROBES, WORKLOADS, Running, http_get, terminate, unique_comm, wait_until
+from conftest import (
+    NOBODY,
+    PROBES,
+    WORKLOADS,
+    Running,
+    http_get,
+    kernel_has_fentry,
+    kernel_has_kprobes,
+    terminate,
+    unique_comm,
+    wait_until,
+)
 
 pytestmark = pytest.mark.bpf
 
@@ -224,3 +235,140 @@ def test_usermode_helper_origin(url: str, workdir: Path) -> None:
     )
     assert samples(url, "inotrace_opens_total", comm=name, uid="0") == {(("origin", "usermode_helper"),): 2}
     assert samples(url, "inotrace_inotify_init_total", comm=name, uid="0") == {(("origin", "usermode_helper"),): 1}
+
+
+def _kernel_open_backend() -> str | None:
+    """What counts do_filp_open here: the backend asked for if it can (fentry,
+    kprobe), auto's first that works, none under --probes tracepoint."""
+    if PROBES in ("fentry", "kprobe"):
+        return PROBES
+    if PROBES == "tracepoint":
+        return None
+    return "fentry" if kernel_has_fentry() else "kprobe" if kernel_has_kprobes() else None
+
+
+def _kernel_opens(workdir: Path, name: str) -> int:
+    """Run kernel_opens.c as `name`: an exec (one failing, one of /bin/true)
+    and a core dump into `workdir`. Returns the crashed process's pid."""
+    prog = build("kernel_opens.c", workdir / name, "-static")
+    assert subprocess.run([str(prog), "exec"], check=False).returncode == 0  # /bin/true's status
+    pattern = Path("/proc/sys/kernel/core_pattern")
+    saved = pattern.read_text()
+    try:
+        pattern.write_text(f"{workdir}/core.%p\n")
+        crash = subprocess.run([str(prog), "crash"], check=False)
+    finally:
+        pattern.write_text(saved)
+    assert pattern.read_text() == saved
+    assert crash.returncode == -signal.SIGSEGV
+    victim = int(next(workdir.glob("core.*")).name.split(".")[1])  # the kernel really dumped it
+    return victim
+
+
+def test_kernel_opens_exec_and_core_dump(url: str, workdir: Path) -> None:
+    """Opens no syscall asked for: exec's binary and interpreter (and an exec
+    of a missing file), and a core-dump file. The fentry and kprobe backends
+    see them at do_filp_open, origin `kernel`, once each, under the comm that
+    was running (the exec's opens come before the new comm); the stream
+    carries the kernel's own copy of each path. The syscall tracepoints
+    cannot see them at all: the tracepoint backend counts none (its blind
+    spot, as the README says)."""
+    name = unique_comm("kop")
+    lines: list[str] = []
+    tr = Running(["trace", "--opens", f"--comm={name}"])
+    try:
+        reader = threading.Thread(target=lambda: lines.extend(tr.proc.stdout), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        tr.wait_for_log("tracing inotify calls")
+        victim = _kernel_opens(workdir, name)
+        assert terminate(tr.proc) == 0
+        reader.join(timeout=30)
+    finally:
+        tr.stop()
+    opens = samples(url, "inotrace_opens_total", comm=name, uid="0")
+    errors = samples(url, "inotrace_open_errors_total", comm=name, uid="0")
+    recs = [json.loads(x) for x in lines if '"event":"open"' in x.replace(" ", "")]
+    backend = _kernel_open_backend()
+    if backend is None:
+        assert (opens, errors, recs) == ({}, {}, [])
+        return
+    assert opens == {(("origin", "kernel"),): 3}
+    assert errors == {(("errno", "ENOENT"),): 1}
+    got = sorted((r["args"]["pathname"], r["errno"], r["origin"], r["syscall"], r["user_memory"]) for r in recs)
+    assert got == sorted(
+        [
+            ("/nonexistent/inotrace-test", "ENOENT", "kernel", "do_filp_open", []),
+            ("/bin/true", None, "kernel", "do_filp_open", []),
+            ("/lib64/ld-linux-x86-64.so.2", None, "kernel", "do_filp_open", []),
+            (f"{workdir}/core.{victim}", None, "kernel", "do_filp_open", []),
+        ]
+    ), recs
+    assert all(r["backend"] == backend and "args.pathname" in r["untrusted"] for r in recs), recs
+
+
+# Opens under three identities in turn, pinned to one CPU (yielding it
+# after every open with "yield", so that two of these interleave there):
+# comm A, then renamed to B, then B with euid nobody, then B as root again.
+IDENTITIES = r"""
+import ctypes, os, sys
+cpu, a, b, nobody, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+yields = sys.argv[6] == "yield"
+os.sched_setaffinity(0, {cpu})
+prctl = ctypes.CDLL(None).prctl
+print("ready", flush=True)
+sys.stdin.readline()
+def opens(k):
+    for _ in range(k):
+        os.close(os.open("/dev/null", os.O_RDONLY))
+        if yields:
+            os.sched_yield()
+prctl(15, a.encode(), 0, 0, 0)
+opens(n)
+prctl(15, b.encode(), 0, 0, 0)
+opens(2 * n)
+os.seteuid(nobody)
+opens(3 * n)
+os.seteuid(0)
+opens(4 * n)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("together", [1, 2])
+def test_open_counts_follow_renames_and_euid_changes(url: str, together: int) -> None:
+    """The counters' per-CPU cache of the last key (successful syscall opens)
+    must miss on a rename, an euid change or another process: one process
+    alone on a CPU, or two interleaved there, each renaming itself and
+    changing its euid between opens, are counted exactly under every identity."""
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    n = 50
+    names = [(unique_comm("ida"), unique_comm("idb")) for _ in range(together)]
+    how = "yield" if together > 1 else "run"
+    procs = [
+        subprocess.Popen(
+            ["/usr/bin/python3", "-c", IDENTITIES, str(cpu), a, b, str(NOBODY), str(n), how],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for a, b in names
+    ]
+    try:
+        for p in procs:
+            assert p.stdout.readline() == "ready\n"  # type: ignore[union-attr]
+        for p in procs:
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        for p in procs:
+            assert p.stdout.readline() == "done\n"  # type: ignore[union-attr]
+            assert p.wait(timeout=30) == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    for a, b in names:
+        assert samples(url, "inotrace_opens_total", comm=a) == {(("origin", "user"), ("uid", "0")): n}
+        assert samples(url, "inotrace_opens_total", comm=b) == {
+            (("origin", "user"), ("uid", "0")): 6 * n,
+            (("origin", "user"), ("uid", str(NOBODY))): 3 * n,
+        }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inotrace.btf import FIELDS, Btf, resolve_offsets
+from inotrace.btf import FIELDS, KERNEL_OPEN_FIELDS, Btf, resolve_offsets
 from inotrace.errors import InotraceError
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
@@ -22,6 +22,9 @@ _EXTRA_C = {
     "UCOUNT_MAX_ELEM_SIZE": "sizeof(((struct user_namespace *)0)->ucount_max[0])",
     "UCOUNT_INOTIFY_INSTANCES": "UCOUNT_INOTIFY_INSTANCES",
     "UCOUNT_INOTIFY_WATCHES": "UCOUNT_INOTIFY_WATCHES",
+    # the kernel opens' registers need bpf_task_pt_regs (>= 5.15: both kernels tested here)
+    "HAVE_KERNEL_OPENS": "BPF_FUNC_task_pt_regs > 0",
+    "HAVE_TASK_BTF": "BPF_FUNC_get_current_task_btf > 0",
 }
 
 
@@ -29,7 +32,8 @@ def compiler_offsets(tmp_path: Path) -> dict[str, int]:
     header = tmp_path / "vmlinux.h"
     with header.open("w") as out:
         subprocess.run(["bpftool", "btf", "dump", "file", VMLINUX, "format", "c"], stdout=out, check=True, timeout=120)
-    exprs = {f.macro: f"__builtin_offsetof(struct {f.struct}, {f.path})" for f in FIELDS} | _EXTRA_C
+    exprs = {f.macro: f"__builtin_offsetof(struct {f.struct}, {f.path})" for f in FIELDS + KERNEL_OPEN_FIELDS}
+    exprs |= _EXTRA_C
     lines = "".join(f'    __builtin_printf("{k} %lu\\n", (unsigned long)({v}));\n' for k, v in exprs.items())
     (tmp_path / "off.c").write_text(f'#include "vmlinux.h"\nint main(void) {{\n{lines}    return 0;\n}}\n')
     exe = tmp_path / "off"
@@ -40,7 +44,7 @@ def compiler_offsets(tmp_path: Path) -> dict[str, int]:
 
 def test_every_offset_matches_a_c_compiler(tmp_path: Path) -> None:
     want = compiler_offsets(tmp_path)
-    assert len(want) == len(FIELDS) + len(_EXTRA_C)
+    assert len(want) == len(FIELDS) + len(KERNEL_OPEN_FIELDS) + len(_EXTRA_C)
     assert resolve_offsets(VMLINUX) == want
 
 

@@ -45,6 +45,7 @@ def compiled_layout(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "INOTRACE_F_PATH_FAULT",
         "INOTRACE_F_HAS_PATH",
         "INOTRACE_F_NEW_WATCH",
+        "INOTRACE_F_KERNEL_PATH",
     ]
     for c in consts:
         lines.append(f'printf(",\\"{c}\\": %d", (int){c});')
@@ -78,6 +79,7 @@ def test_constants_match(compiled_layout: dict) -> None:
     assert compiled_layout["INOTRACE_F_PATH_FAULT"] == records.F_PATH_FAULT
     assert compiled_layout["INOTRACE_F_HAS_PATH"] == records.F_HAS_PATH
     assert compiled_layout["INOTRACE_F_NEW_WATCH"] == records.F_NEW_WATCH
+    assert compiled_layout["INOTRACE_F_KERNEL_PATH"] == records.F_KERNEL_PATH
 
 
 def test_enums_match_header() -> None:

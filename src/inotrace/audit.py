@@ -211,7 +211,8 @@ def open_obj(call: OpenCall, clock: Clock) -> dict[str, Any]:
         path, cut = escape(call.path, PATH_LIMIT)
         args["pathname"] = path
         untrusted.append("args.pathname")
-        user_memory.append("args.pathname")
+        if not call.path_from_kernel:
+            user_memory.append("args.pathname")
         if cut or call.path_truncated:
             truncated.append("args.pathname")
     else:

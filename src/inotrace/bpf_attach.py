@@ -48,6 +48,10 @@ class KernelRefused(RuntimeError):
     """The kernel refuses a whole backend (not one hook): the other probes need not try it."""
 
 
+class NoSuchBackend(LookupError):
+    """This kernel has no such backend at all (no kprobe support): like a missing target."""
+
+
 class Attacher:
     """The hooks of one compiled program: attach them, or only load (verify) them."""
 
@@ -75,6 +79,8 @@ class Attacher:
 
     def _check(self, hook: Hook) -> None:
         """LookupError if the hook has nothing to attach to here; RuntimeError if unusable."""
+        if hook.kernel_opens and not self.build.has_kernel_opens:
+            raise LookupError(f"{hook.target}: this kernel has no bpf_task_pt_regs (< 5.15) or no do_filp_open types")
         if hook.kind == "tracepoint":
             category, event = self._tracepoint(hook.target).split(":")
             fields = tracefs.format_fields(self.build.tracefs, category, event)
@@ -91,7 +97,7 @@ class Attacher:
             if self._bcc.BPF.ksymname(fn) == -1:
                 raise LookupError(f"no kernel function {fn.decode()}")
             if not os.path.exists(os.path.join(self.build.tracefs, "kprobe_events")):
-                raise RuntimeError(
+                raise NoSuchBackend(
                     f"cannot attach kprobe to {fn.decode()}: this kernel has no kprobe support (CONFIG_KPROBES off)"
                 )
         elif hook.kind in ("fentry", "fexit"):
@@ -170,16 +176,23 @@ class Attacher:
         """Attach every probe with `mode` (auto tries fentry, then tracepoint, then kprobe).
 
         Probes with a single way in (io_uring's tracepoints, the raw
-        tracepoint that marks usermode helpers) use it whatever the mode.
+        tracepoint that marks usermode helpers) use it whatever the mode; one
+        with several ways in, none of them the mode (kernel opens under
+        --probes tracepoint), is not attached.
         """
         order = BACKENDS if mode == "auto" else (mode,)
         optional_missing: list[str] = []
         for spec in PROBES:
-            backends = [b for b in order if b in spec.backends] or list(spec.backends)
+            backends = [b for b in order if b in spec.backends]
+            if not backends and len(spec.backends) == 1:
+                backends = list(spec.backends)
             status = ProbeStatus(spec.name)
             missing = 0
             for backend in backends:
+                # a backend the kernel refuses outright, or lacks, counts as
+                # missing: a probe no backend could ever attach here is absent
                 if backend in self._refused:
+                    missing += 1
                     status.tried[backend] = self._refused[backend]
                     continue
                 with captured_stderr():
@@ -190,6 +203,7 @@ class Attacher:
                         status.tried[backend] = str(e)
                         continue
                     except KernelRefused as e:
+                        missing += 1
                         status.tried[backend] = self._refused[backend] = str(e)
                         continue
                     except Exception as e:

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import tracefs
 from .btf import resolve_offsets
+from .errors import InotraceError
 
 # io_uring tracepoint fields the C reads, passed as -D offsets from tracefs.
 IOU_FIELDS = (
@@ -71,6 +72,21 @@ def _io_uring_offsets(tracefs_root: str) -> dict[str, int]:
     return out
 
 
+# Keys of the open counters (the BPF C's OPEN_COUNTS_MAX); successful
+# syscall opens count in per-CPU slots, each CPU giving an equal share.
+OPEN_COUNTS_MAX = 16384
+
+
+def possible_cpus(sysfs: str) -> int:
+    """nr_cpu_ids: one more than the highest possible CPU ("0-3,8-11" -> 12)."""
+    try:
+        with open(os.path.join(sysfs, "devices/system/cpu/possible")) as f:
+            text = f.read().strip()
+        return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
+    except (OSError, ValueError) as e:
+        raise InotraceError(f"cannot read the possible CPUs from {sysfs}: {e}") from None
+
+
 @dataclass(frozen=True)
 class Build:
     opts: BuildOptions
@@ -78,6 +94,7 @@ class Build:
     tracefs: str
     syscall_prefix: bytes
     has_io_uring: bool  # tracepoints present, with the fields the C reads
+    has_kernel_opens: bool  # bpf_task_pt_regs and do_filp_open's argument types (btf.KERNEL_OPEN_FIELDS)
 
     @classmethod
     def resolve(cls, bcc: Any, opts: BuildOptions) -> Build:
@@ -90,13 +107,15 @@ class Build:
             *sorted({**offsets, **iou}.items()),
             ("SYSCALL_WRAPPER", 0 if prefix == b"sys_" else 1),
             ("RINGBUF_PAGES", opts.ringbuf_pages),
+            ("OPEN_COUNTS_MAX", OPEN_COUNTS_MAX),
+            ("OPEN_SLOTS_PER_CPU", OPEN_COUNTS_MAX // possible_cpus(opts.sysfs)),
             ("STREAM_OPENS", int(opts.stream_opens)),
             ("STREAM_CALLS", int(opts.stream_calls)),
             ("FILTER_PIDS", len(opts.filter_pids)),
             ("FILTER_UIDS", len(opts.filter_uids)),
             ("FILTER_COMMS", len(opts.filter_comms)),
         ]
-        return cls(opts, tuple(defines), root, prefix, bool(iou))
+        return cls(opts, tuple(defines), root, prefix, bool(iou), offsets["HAVE_KERNEL_OPENS"] == 1)
 
     def source(self) -> str:
         return str((bpf_dir() / "inotrace.bpf.c").read_text())

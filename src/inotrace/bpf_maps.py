@@ -52,7 +52,17 @@ class Maps:
         return out
 
     def read_open_counts(self) -> list[tuple[OpenKeyC, int]]:
-        return [(OpenKeyC.from_buffer_copy(bytes(k)), int(v.value)) for k, v in self.bpf[b"open_counts"].items()]
+        """Every open counter: the hash's, then each slot's, summed over CPUs
+        (successful syscall opens, where the build has slots). A key may be
+        in both; whoever renders them adds them up."""
+        rows = [(OpenKeyC.from_buffer_copy(bytes(k)), int(v.value)) for k, v in self.bpf[b"open_counts"].items()]
+        try:
+            slots, counts = self.bpf[b"open_slots"], self.bpf[b"open_slot_counts"]
+        except KeyError:
+            return rows  # built without slots (OPEN_SLOTS_PER_CPU 0)
+        for k, slot in slots.items():
+            rows.append((OpenKeyC.from_buffer_copy(bytes(k)), int(counts.sum(counts.Key(slot.value)).value)))
+        return rows
 
     def set_trace_filter(self, pids: Iterable[int], uids: Iterable[int], comms: Iterable[bytes]) -> None:
         """What streamed opens must match (trace_allowed in the C); only the
@@ -119,9 +129,12 @@ class Maps:
             os.close(fd)
         return b"".join(chunks)
 
-    def map_fill(self, name: str) -> tuple[int, int]:
-        """(entries, capacity) of a BPF map."""
-        table = self.bpf[name.encode()]
+    def map_fill(self, name: str) -> tuple[int, int] | None:
+        """(entries, capacity) of a BPF map; None if this build has no such map."""
+        try:
+            table = self.bpf[name.encode()]
+        except KeyError:
+            return None
         return len(table), int(table.max_entries)
 
     def close(self) -> None:

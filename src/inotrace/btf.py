@@ -143,6 +143,12 @@ class Btf:
         return int(self._lib.btf__resolve_size(self._btf, arr.type))
 
     def enum_value(self, enum: str, name: str) -> int:
+        value = self.enum_value_or_none(enum, name)
+        if value is None:
+            raise InotraceError(f"kernel BTF: enum {enum} has no value {name}")
+        return value
+
+    def enum_value_or_none(self, enum: str, name: str) -> int | None:
         tid = self._find(enum, (BTF_KIND_ENUM,))
         t = self._type(tid)
         base = ctypes.addressof(t) + ctypes.sizeof(_BtfType)
@@ -150,7 +156,7 @@ class Btf:
             e = _BtfEnum.from_address(base + i * ctypes.sizeof(_BtfEnum))
             if self._name(e.name_off) == name:
                 return int(e.val)
-        raise InotraceError(f"kernel BTF: enum {enum} has no value {name}")
+        return None
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,7 @@ FIELDS: tuple[Field, ...] = (
     Field("OFF_TASK_CRED", "task_struct", "cred"),
     Field("OFF_TASK_FILES", "task_struct", "files"),
     Field("OFF_TASK_FLAGS", "task_struct", "flags"),
+    Field("OFF_TASK_COMM", "task_struct", "comm"),
     Field("OFF_CRED_EUID", "cred", "euid.val"),
     Field("OFF_FILES_FDT", "files_struct", "fdt"),
     Field("OFF_FDTABLE_MAX_FDS", "fdtable", "max_fds"),
@@ -189,10 +196,36 @@ FIELDS: tuple[Field, ...] = (
 )
 
 
+# What counting the kernel's own opens at do_filp_open reads (the kprobe and
+# fentry backends): the task's saved user registers, which need the
+# bpf_task_pt_regs helper (5.15), and do_filp_open's arguments. Without them
+# that probe is absent (HAVE_KERNEL_OPENS 0); everything else still works.
+KERNEL_OPEN_FIELDS: tuple[Field, ...] = (
+    Field("OFF_PT_REGS_AX", "pt_regs", "ax"),
+    Field("OFF_PT_REGS_ORIG_AX", "pt_regs", "orig_ax"),
+    Field("OFF_FILENAME_NAME", "filename", "name"),
+    Field("OFF_OPEN_FLAGS_OPEN_FLAG", "open_flags", "open_flag"),
+    Field("OFF_OPEN_FLAGS_MODE", "open_flags", "mode"),
+)
+
+
+def _kernel_open_offsets(btf: Btf) -> dict[str, int]:
+    if btf.enum_value_or_none("bpf_func_id", "BPF_FUNC_task_pt_regs") is None:
+        return {"HAVE_KERNEL_OPENS": 0}
+    try:
+        offsets = {f.macro: btf.offsetof(f.struct, f.path) for f in KERNEL_OPEN_FIELDS}
+    except InotraceError:
+        return {"HAVE_KERNEL_OPENS": 0}
+    return {"HAVE_KERNEL_OPENS": 1, **offsets}
+
+
 def resolve_offsets(btf_path: str, fields: Iterable[Field] = FIELDS) -> dict[str, int]:
     """Every -D value the BPF C needs: field offsets, array strides, enum values."""
     with Btf(btf_path) as btf:
         out = {f.macro: btf.offsetof(f.struct, f.path) for f in fields}
+        out.update(_kernel_open_offsets(btf))
+        # loads through bpf_get_current_task_btf()'s pointer (>= 5.11)
+        out["HAVE_TASK_BTF"] = int(btf.enum_value_or_none("bpf_func_id", "BPF_FUNC_get_current_task_btf") is not None)
         out["UCOUNT_ELEM_SIZE"] = btf.elem_size("ucounts", "ucount")
         out["UCOUNT_MAX_ELEM_SIZE"] = btf.elem_size("user_namespace", "ucount_max")
         # enum ucount_type moves with kernel config (e.g. UCOUNT_FANOTIFY_*)

@@ -27,6 +27,7 @@ class Hook:
     layout: str = ""  # "enter"/"exit": check the syscall tracepoint record layout first
     optional: bool = False  # absent on this kernel: skip it (the probe needs one hook)
     stream: bool = False  # only when opens are streamed (trace --opens)
+    kernel_opens: bool = False  # needs what btf.KERNEL_OPEN_FIELDS resolves (bpf_task_pt_regs: >= 5.15)
 
 
 def _syscall_hooks(name: str) -> dict[str, tuple[Hook, ...]]:
@@ -103,6 +104,22 @@ PROBES: tuple[ProbeSpec, ...] = (
             "fentry": _fentry(FENTRY_SYSCALL + "open_by_handle_at", stream_entry=True),
         },
     ),
+    # Opens the kernel makes itself (exec's binary and interpreter, a core
+    # dump, a kernel thread's): at do_filp_open, which every open of a path
+    # passes. The ones an open syscall or an io_uring request asked for are
+    # left to the hooks that count them (the BPF C's kernel_open_origin). No
+    # syscall tracepoint sees these, so the tracepoint backend has none.
+    ProbeSpec(
+        "kernel_open",
+        False,
+        {
+            "fentry": (Hook("fexit", "do_filp_open", "kretfunc__do_filp_open", kernel_opens=True),),
+            "kprobe": (
+                Hook("kprobe", "do_filp_open", "kp_enter_do_filp_open", stream=True, kernel_opens=True),
+                Hook("kretprobe", "do_filp_open", "kr_exit_do_filp_open", kernel_opens=True),
+            ),
+        },
+    ),
     # io_uring opens bypass the open syscalls; only io_uring's tracepoints see them.
     ProbeSpec(
         "io_uring",
@@ -126,4 +143,4 @@ class ProbeStatus:
     probe: str
     backend: str | None = None  # the one attached, if any
     tried: dict[str, str | None] = field(default_factory=dict)  # backend -> error (None = ok)
-    absent: bool = False  # no backend has anything to attach to on this kernel
+    absent: bool = False  # no backend could attach it on this kernel (no target, or no such backend here)

@@ -21,6 +21,7 @@ F_PATH_TRUNCATED = 0x1
 F_PATH_FAULT = 0x2
 F_HAS_PATH = 0x4
 F_NEW_WATCH = 0x8
+F_KERNEL_PATH = 0x10
 
 
 class Syscall(enum.IntEnum):
@@ -40,6 +41,7 @@ class Origin(enum.IntEnum):
     USERMODE_HELPER = 2
     IO_URING = 3
     IO_URING_WORKER = 4
+    KERNEL = 5
 
     @property
     def label(self) -> str:
@@ -67,6 +69,7 @@ class OpenCallKind(enum.IntEnum):
     IO_URING_OPENAT = 6
     IO_URING_OPENAT2 = 7
     DO_SYS_OPENAT2 = 8
+    DO_FILP_OPEN = 9
 
     @property
     def label(self) -> str:
@@ -340,6 +343,7 @@ class OpenCall:
     path_fault: bool
     origin: Origin
     backend: Backend
+    path_from_kernel: bool = False  # the kernel's own copy (an exec's, a core dump's), not the caller's memory
 
     @property
     def ok(self) -> bool:
@@ -392,6 +396,7 @@ def _decode_open(data: bytes) -> OpenCall:
         fault,
         orig,
         back,
+        bool(rf & F_KERNEL_PATH),
     )
 
 

@@ -32,7 +32,7 @@ from .tracer import Tracer
 from .untrusted import comm_text
 
 # BPF maps whose fill `inotrace_bpf_map_entries` shows against their capacity.
-WATCHED_MAPS = ("counts", "inflight", "open_counts", "iou_opens", "gstate")
+WATCHED_MAPS = ("counts", "inflight", "open_counts", "open_slots", "iou_opens", "gstate")
 
 
 def calls(tracer: Tracer, max_comms: int) -> Source:
@@ -88,7 +88,7 @@ def exporter(tracer: Tracer) -> Source:
             for backend, err in status.tried.items()
         ]
         lost = {LostReason(i).label: v for i, v in enumerate(tracer.maps.read_lost())}
-        entries = {name: tracer.maps.map_fill(name) for name in WATCHED_MAPS}
+        entries = {name: fill for name in WATCHED_MAPS if (fill := tracer.maps.map_fill(name)) is not None}
         with tracer.lock:
             failed = dict(tracer.sample_errors)
         return render_self(probes, lost, tracer.drain.records, tracer.drain.invalid, entries, sample_errors=failed)
