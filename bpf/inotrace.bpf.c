@@ -477,16 +477,18 @@ static __always_inline int track_exit(struct inflight *in, __s64 ret)
 	return is_new;
 }
 
-/* Copy a user-supplied path at syscall exit (at entry the page may not be
- * faulted in yet); flag a fault or a path cut at INOTRACE_PATH_LEN. Returns
- * the bytes copied, NUL included (0 on a fault). */
-static __always_inline __u32 read_user_path(char *dst, __u8 *rec_flags, __u64 uptr)
+/* Copy a path: a user-supplied one at syscall exit (at entry the page may
+ * not be faulted in yet), or with `kernel` the kernel's own copy. Flag a
+ * fault or a path cut at INOTRACE_PATH_LEN. Returns the bytes copied, NUL
+ * included (0 on a fault). */
+static __always_inline __u32 read_path(char *dst, __u8 *rec_flags, __u64 ptr, int kernel)
 {
 	long n;
 	char next = 0;
 
-	*rec_flags |= INOTRACE_F_HAS_PATH;
-	n = bpf_probe_read_user_str(dst, INOTRACE_PATH_LEN, (void *)uptr);
+	*rec_flags |= INOTRACE_F_HAS_PATH | (kernel ? INOTRACE_F_KERNEL_PATH : 0);
+	n = kernel ? bpf_probe_read_kernel_str(dst, INOTRACE_PATH_LEN, (void *)ptr)
+		   : bpf_probe_read_user_str(dst, INOTRACE_PATH_LEN, (void *)ptr);
 	if (n <= 0) {
 		dst[0] = 0;
 		*rec_flags |= INOTRACE_F_PATH_FAULT;
@@ -494,9 +496,16 @@ static __always_inline __u32 read_user_path(char *dst, __u8 *rec_flags, __u64 up
 	}
 	/* A full buffer is ambiguous: look at the byte the copy had to drop. */
 	if (n == INOTRACE_PATH_LEN &&
-	    bpf_probe_read_user(&next, 1, (void *)(uptr + INOTRACE_PATH_LEN - 1)) == 0 && next != 0)
+	    (kernel ? bpf_probe_read_kernel(&next, 1, (void *)(ptr + INOTRACE_PATH_LEN - 1))
+		    : bpf_probe_read_user(&next, 1, (void *)(ptr + INOTRACE_PATH_LEN - 1))) == 0 &&
+	    next != 0)
 		*rec_flags |= INOTRACE_F_PATH_TRUNCATED;
 	return n > INOTRACE_PATH_LEN ? INOTRACE_PATH_LEN : (__u32)n;
+}
+
+static __always_inline __u32 read_user_path(char *dst, __u8 *rec_flags, __u64 uptr)
+{
+	return read_path(dst, rec_flags, uptr, 0);
 }
 
 /* Send a record built in scratch space with `path_len` of its path bytes,
@@ -971,19 +980,7 @@ static __always_inline int open_enter(__u32 call, __s32 dfd, __u64 path, __u32 f
  * the caller's memory: exec copied it in, or the kernel made it up. */
 static __always_inline __u32 read_kernel_path(char *dst, __u8 *rec_flags, __u64 kptr)
 {
-	long n = kptr ? bpf_probe_read_kernel_str(dst, INOTRACE_PATH_LEN, (void *)kptr) : -1;
-	char next = 0;
-
-	*rec_flags |= INOTRACE_F_HAS_PATH | INOTRACE_F_KERNEL_PATH;
-	if (n <= 0) {
-		dst[0] = 0;
-		*rec_flags |= INOTRACE_F_PATH_FAULT;
-		return 0;
-	}
-	if (n == INOTRACE_PATH_LEN &&
-	    bpf_probe_read_kernel(&next, 1, (void *)(kptr + INOTRACE_PATH_LEN - 1)) == 0 && next != 0)
-		*rec_flags |= INOTRACE_F_PATH_TRUNCATED;
-	return n > INOTRACE_PATH_LEN ? INOTRACE_PATH_LEN : (__u32)n;
+	return read_path(dst, rec_flags, kptr, 1);
 }
 
 /* Stream one counted open, with the arguments saved for it. */
