@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import groundtruth
 from conftest import INOTRACE, NOBODY, WORKLOADS, Running, http_get, log_records, wait_for_records, wait_until
+from inotrace.btf import inotify_watch_cost
 
 pytestmark = pytest.mark.bpf
 
@@ -40,6 +41,9 @@ def exported(url: str) -> tuple[dict[str, dict], dict[str, float]]:
             if s.name in ("inotrace_user_inotify_instances", "inotrace_user_inotify_watches"):
                 row = per_uid.setdefault(int(s.labels["uid"]), [0, 0])
                 row[s.name.endswith("watches")] += int(s.value)
+            elif s.name == "inotrace_user_inotify_watch_memory_bytes":
+                key = f"watch_memory_bytes uid={s.labels['uid']}"
+                other[key] = other.get(key, 0) + s.value  # summed over user namespaces, as per_uid is
             elif s.name in ("inotrace_process_inotify_instances", "inotrace_process_inotify_watches"):
                 row = per_pid.setdefault(int(s.labels["pid"]), [0, 0])
                 row[s.name.endswith("watches")] += int(s.value)
@@ -94,6 +98,11 @@ def assert_exact(url: str) -> dict[str, float]:
     assert snapshot_summary() == truth
     assert other['inotrace_accounting_drift{"resource": "watches"}'] == 0
     assert other['inotrace_accounting_drift{"resource": "instances"}'] == 0
+    # the kernel's own per-watch cost (test_btf checks it against bpftool), per user
+    cost = inotify_watch_cost("/sys/kernel/btf/vmlinux")
+    assert cost
+    memory = {k: v for k, v in other.items() if k.startswith("watch_memory_bytes ")}
+    assert memory == {f"watch_memory_bytes uid={uid}": watches * cost for uid, (_, watches) in got["uid"].items()}
     missed = [other[k] for k in MISSED]
     if missed != [0, 0] and SHARED:
         said = [ln for ln in SHARED[0].err_text().splitlines() if "correction" in ln]

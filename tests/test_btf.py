@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from inotrace.btf import FIELDS, KERNEL_OPEN_FIELDS, Btf, resolve_offsets
+from inotrace.btf import FIELDS, KERNEL_OPEN_FIELDS, Btf, inotify_watch_cost, resolve_offsets
 from inotrace.errors import InotraceError
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
@@ -46,6 +47,23 @@ def test_every_offset_matches_a_c_compiler(tmp_path: Path) -> None:
     want = compiler_offsets(tmp_path)
     assert len(want) == len(FIELDS) + len(KERNEL_OPEN_FIELDS) + len(_EXTRA_C)
     assert resolve_offsets(VMLINUX) == want
+
+
+def bpftool_struct_size(name: str) -> int:
+    # bpftool's raw dump, not its C: the C loses sized enums (6.18's inode holds
+    # a one-byte `enum rw_hint`, which gcc lays out in four, 8 bytes too many)
+    dump = subprocess.run(
+        ["bpftool", "btf", "dump", "file", VMLINUX], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    (size,) = re.findall(rf"^\[\d+\] STRUCT '{name}' size=(\d+) ", dump, re.MULTILINE)
+    return int(size)
+
+
+def test_watch_cost_is_the_kernels_own() -> None:
+    # INOTIFY_WATCH_COST, behind inotrace_user_inotify_watch_memory_bytes
+    want = bpftool_struct_size("inotify_inode_mark") + 2 * bpftool_struct_size("inode")
+    assert inotify_watch_cost(VMLINUX) == want > 0
+    assert inotify_watch_cost("/nonexistent") is None
 
 
 def test_abi_fixed_offsets_are_right() -> None:

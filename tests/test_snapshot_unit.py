@@ -56,6 +56,30 @@ def test_report_from_fixture(tmp_path: Path) -> None:
         "4000000  1000            2         2  code\\x1b[1m",
         "4000001  0               1         0  tail",
     ]
+    # with the kernel's per-watch cost (from BTF), the memory the watches hold
+    rep = snapshot.report(snapshot.take(str(tmp_path)), str(tmp_path), watch_cost=1312)
+    assert rep["watch_cost_bytes"] == 1312
+    assert {u["uid"]: u["watch_memory_bytes"] for u in rep["users"]} == {1000: 2624, 0: 0}
+    assert snapshot.render_text(rep).splitlines() == [
+        "USER      INSTANCES          WATCHES          KERNEL MEMORY",
+        "1000          2 / 128            2 / 8192          2.6 KiB",
+        "0             1 / 128            0 / 8192              0 B",
+        "",
+        "PID      UID     INSTANCES   WATCHES  KERNEL MEM  COMM",
+        "4000000  1000            2         2     2.6 KiB  code\\x1b[1m",
+        "4000001  0               1         0         0 B  tail",
+    ]
+
+
+def test_iec_bytes() -> None:
+    assert [snapshot.iec_bytes(n) for n in (0, 1023, 1024, 1536, 200_000 * 1312, 3 << 40)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "250.2 MiB",
+        "3.0 TiB",
+    ]
 
 
 def test_unreadable_or_vanished_processes_are_skipped(tmp_path: Path) -> None:

@@ -148,6 +148,8 @@ def _holding_the_difference(
     return out
 
 
+MAX_PEAKS = 1024  # users whose peak use is remembered (see Accounting._note_peaks)
+
 PerOwner = dict[tuple[int, int], list[int]]  # (tgid, uid) -> [instances, watches, deepest queue]
 
 
@@ -162,6 +164,7 @@ class Accounting:
         self.events: list[LifetimeEvent] = []  # found by reconciling; drained by take_events()
         self.overflows: Counter[tuple[bytes, int]] = Counter()  # (owner comm, uid) -> queue overflow episodes
         self.destroyed: list[tuple[int, int | None]] = []  # (group, state gen) found gone: state can go
+        self.peaks: dict[tuple[int, int], tuple[int, int]] = {}  # (user_ns, uid) -> (instances, watches)
         self._now_ns = 0
 
     # -- events --------------------------------------------------------------
@@ -307,6 +310,7 @@ class Accounting:
                 f.uid, f.user_ns, f.ucount_instances, f.ucount_watches, f.max_instances, f.max_watches
             )
         self.users = users
+        self._note_peaks()
         for group in sorted(self.instances.keys() - holders.keys()):
             gone = self.instances.pop(group)
             self._end(gone, now_ns)  # its last fd was closed: destroyed
@@ -329,6 +333,21 @@ class Accounting:
             inst.uid, inst.ucounts, inst.user_ns = f.uid, f.ucounts, f.user_ns
             inst.q_len, inst.max_events = f.q_len, f.max_events
             self._sample_queue(inst)
+
+    def _note_peaks(self) -> None:
+        """The highest kernel counts of each user seen at a sample, kept after the
+        user has gone (what `snapshot --advise` sizes the limits from). Bounded: a
+        hostile process can make users in new namespaces; the smallest peaks of
+        users not present now go first."""
+        now = {(u.user_ns, u.uid): u for u in self.users.values()}
+        for key, u in now.items():
+            inst, watches = self.peaks.get(key, (0, 0))
+            self.peaks[key] = (max(inst, u.instances), max(watches, u.watches))
+        excess = len(self.peaks) - MAX_PEAKS
+        if excess > 0:
+            gone = sorted((k for k in self.peaks if k not in now), key=lambda k: self.peaks[k][::-1])
+            for key in gone[:excess]:
+                del self.peaks[key]
 
     def _by_user(self) -> dict[int, list[Instance]]:
         by_user: dict[int, list[Instance]] = {}

@@ -142,6 +142,9 @@ class Btf:
         arr = _BtfArray.from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType))
         return int(self._lib.btf__resolve_size(self._btf, arr.type))
 
+    def sizeof(self, struct: str) -> int:
+        return int(self._lib.btf__resolve_size(self._btf, self._find(struct, (BTF_KIND_STRUCT, BTF_KIND_UNION))))
+
     def enum_value(self, enum: str, name: str) -> int:
         value = self.enum_value_or_none(enum, name)
         if value is None:
@@ -232,3 +235,15 @@ def resolve_offsets(btf_path: str, fields: Iterable[Field] = FIELDS) -> dict[str
         out["UCOUNT_INOTIFY_INSTANCES"] = btf.enum_value("ucount_type", "UCOUNT_INOTIFY_INSTANCES")
         out["UCOUNT_INOTIFY_WATCHES"] = btf.enum_value("ucount_type", "UCOUNT_INOTIFY_WATCHES")
         return out
+
+
+def inotify_watch_cost(btf_path: str) -> int | None:
+    """The kernel's own estimate of what one inotify watch costs it, in bytes:
+    INOTIFY_WATCH_COST = sizeof(struct inotify_inode_mark) + 2 * sizeof(struct
+    inode) (fs/notify/inotify/inotify_user.c; since 5.11 the default
+    max_user_watches is 1 % of RAM at that cost). None if BTF lacks either type."""
+    try:
+        with Btf(btf_path) as btf:
+            return btf.sizeof("inotify_inode_mark") + 2 * btf.sizeof("inode")
+    except InotraceError:
+        return None

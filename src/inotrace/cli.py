@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--json", action="store_true", help="machine-readable output")
     snap.add_argument("--paths", action="store_true", help="resolve watched paths (needs CAP_DAC_READ_SEARCH)")
     snap.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point (default: %(default)s)")
+    snap.add_argument(
+        "--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point, for BTF (default: %(default)s)"
+    )
     snap.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info")
     snap.set_defaults(ebpf=False)
 
@@ -371,6 +374,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import sources  # noqa: PLC0415
     from .audit import Formatter  # noqa: PLC0415
     from .auditlog import AuditLog  # noqa: PLC0415
+    from .btf import inotify_watch_cost  # noqa: PLC0415
     from .exporter import Exporter  # noqa: PLC0415
     from .metrics import InotraceCollector  # noqa: PLC0415
 
@@ -391,6 +395,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     container_of = _container_labels(args)
     fmt = Formatter(container_of=container_of)
     switch = _bpf_stats_switch(args.bpf_stats)
+    btf_path = os.path.join(args.sysfs, "kernel/btf/vmlinux")
+    watch_cost = inotify_watch_cost(btf_path)
 
     def started(tracer: Tracer) -> None:
         registry.register(
@@ -398,13 +404,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 {
                     "inotify_calls": sources.calls(tracer, args.max_comms),
                     "opens": sources.opens(tracer, args.max_comms),
-                    "accounting": sources.accounting(tracer, args.max_comms, args.top_processes, container_of),
+                    "accounting": sources.accounting(
+                        tracer, args.max_comms, args.top_processes, container_of, watch_cost
+                    ),
                     "exporter": sources.exporter(tracer),
                     "audit_log": sources.audit_log(log_file),
                     "http": sources.http(exporter.cap),
-                    "bpf_programs": sources.bpf_cost(
-                        tracer, os.path.join(args.sysfs, "kernel/btf/vmlinux"), args.procfs, switch is not None
-                    ),
+                    "bpf_programs": sources.bpf_cost(tracer, btf_path, args.procfs, switch is not None),
                 }
             )
         )
@@ -453,10 +459,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
     from . import snapshot  # noqa: PLC0415
+    from .btf import inotify_watch_cost  # noqa: PLC0415
 
     if not os.path.isdir(args.procfs):
         raise InotraceError(f"cannot read procfs at {args.procfs}")
-    rep = snapshot.report(snapshot.take(args.procfs), args.procfs, paths=args.paths)
+    watch_cost = inotify_watch_cost(os.path.join(args.sysfs, "kernel/btf/vmlinux"))
+    rep = snapshot.report(snapshot.take(args.procfs), args.procfs, paths=args.paths, watch_cost=watch_cost)
     print(json.dumps(rep, indent=2) if args.json else snapshot.render_text(rep))
     return 0
 

@@ -98,8 +98,12 @@ def render_accounting(
     overflows: Sequence[tuple[str, int, int]] = (),
     overflow_fold: CounterFold | None = None,
     container_of: Callable[[int], tuple[str, str]] | None = None,
+    watch_cost: int | None = None,
 ) -> list[Metric]:
     """Current instances and watches: by comm/uid, per top process, per user, limits.
+
+    watch_cost: the kernel's bytes per watch (btf.inotify_watch_cost), for the
+    per-user watch memory; None leaves that family out.
 
     overflows: (owner comm, uid, episodes) of queue overflows seen so far, their
     comm capped through overflow_fold (a fresh one: the first scrape's view).
@@ -110,7 +114,8 @@ def render_accounting(
     return [
         *_by_comm(owners, comm, comms),
         *_top_processes(owners, comm, top_n, container_of),
-        *_per_user(acc, limits),
+        *_per_user(acc, limits, watch_cost),
+        *_user_peaks(acc),
         *_model_health(acc, overflows, overflow_fold or CounterFold(comms.cap)),
     ]
 
@@ -160,7 +165,7 @@ def _top_processes(
     return [p_inst, p_watch, p_queue]
 
 
-def _per_user(acc: Accounting, limits: Limits) -> list[Metric]:
+def _per_user(acc: Accounting, limits: Limits, watch_cost: int | None) -> list[Metric]:
     u_inst = GaugeMetricFamily(
         "inotrace_user_inotify_instances",
         "inotify instances charged to a user, from the kernel's own counter",
@@ -177,11 +182,19 @@ def _per_user(acc: Accounting, limits: Limits) -> list[Metric]:
     max_w = GaugeMetricFamily(
         "inotrace_inotify_max_user_watches", "per-user watch limit of a user namespace", labels=["user_ns"]
     )
+    u_mem = GaugeMetricFamily(
+        "inotrace_user_inotify_watch_memory_bytes",
+        "kernel memory a user's inotify watches hold, by the kernel's own per-watch estimate "
+        "(INOTIFY_WATCH_COST: sizeof inotify_inode_mark + 2 x sizeof inode, from BTF)",
+        labels=["uid", "user_ns"],
+    )
     ns_limits = {limits.user_ns: limits.of(None)}
     for u in sorted(acc.users.values(), key=lambda u: (u.user_ns, u.uid)):
         user_labels = [str(u.uid), str(u.user_ns)]
         u_inst.add_metric(user_labels, u.instances)
         u_watch.add_metric(user_labels, u.watches)
+        if watch_cost is not None:
+            u_mem.add_metric(user_labels, u.watches * watch_cost)
         ns_limits.setdefault(u.user_ns, limits.of(u))
     for ns, (mi, mw) in sorted(ns_limits.items()):
         max_i.add_metric([str(ns)], mi or 0)
@@ -190,7 +203,25 @@ def _per_user(acc: Accounting, limits: Limits) -> list[Metric]:
         "inotrace_inotify_max_queued_events", "queue cap given to new inotify instances (fs.inotify.max_queued_events)"
     )
     max_q.add_metric([], limits.max_queued_events or 0)
-    return [u_inst, u_watch, max_i, max_w, max_q]
+    return [u_inst, u_watch, *([u_mem] if watch_cost is not None else []), max_i, max_w, max_q]
+
+
+def _user_peaks(acc: Accounting) -> list[Metric]:
+    # what `snapshot --advise` sizes limits from; users gone keep theirs (bounded: MAX_PEAKS)
+    peak_i = GaugeMetricFamily(
+        "inotrace_user_inotify_instances_peak",
+        "highest inotify instances charged to a user at a sample since the exporter started",
+        labels=["uid", "user_ns"],
+    )
+    peak_w = GaugeMetricFamily(
+        "inotrace_user_inotify_watches_peak",
+        "highest inotify watches charged to a user at a sample since the exporter started",
+        labels=["uid", "user_ns"],
+    )
+    for (ns, uid), (inst, watches) in sorted(acc.peaks.items()):
+        peak_i.add_metric([str(uid), str(ns)], inst)
+        peak_w.add_metric([str(uid), str(ns)], watches)
+    return [peak_i, peak_w]
 
 
 def _model_health(acc: Accounting, overflows: Sequence[tuple[str, int, int]], fold: CounterFold) -> list[Metric]:

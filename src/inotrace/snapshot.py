@@ -210,7 +210,20 @@ def _shown(path: str | None) -> str:
 # -- report --------------------------------------------------------------------
 
 
-def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = False) -> dict[str, Any]:
+def report(
+    instances: list[SnapInstance], procfs: str = "/proc", paths: bool = False, watch_cost: int | None = None
+) -> dict[str, Any]:
+    """Users, processes and instances; with watch_cost (the kernel's bytes per
+    watch, btf.inotify_watch_cost) also the kernel memory their watches hold."""
+    rep = _report(instances, procfs, paths)
+    if watch_cost is not None:
+        rep["watch_cost_bytes"] = watch_cost
+        for row in (*rep["users"], *rep["processes"]):
+            row["watch_memory_bytes"] = row["watches"] * watch_cost
+    return rep
+
+
+def _report(instances: list[SnapInstance], procfs: str, paths: bool) -> dict[str, Any]:
     limits = Limits.read(procfs)
     max_instances, max_watches = limits.of(None)  # snapshot reads no ucounts: the users of our namespace
     users: dict[int, dict[str, int]] = {}
@@ -269,15 +282,31 @@ def report(instances: list[SnapInstance], procfs: str = "/proc", paths: bool = F
     }
 
 
+def iec_bytes(n: int) -> str:
+    """1536 -> "1.5 KiB": what a person reads at a glance."""
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 def render_text(rep: dict[str, Any]) -> str:
-    lines = ["USER      INSTANCES          WATCHES"]
+    mem = "watch_cost_bytes" in rep  # the kernel memory column, where BTF gave the cost
+
+    def kmem(row: dict[str, Any]) -> str:
+        return f"  {iec_bytes(row['watch_memory_bytes']):>10}" if mem else ""
+
+    lines = ["USER      INSTANCES          WATCHES" + ("          KERNEL MEMORY" if mem else "")]
     for u in rep["users"]:
-        lines.append(
-            f"{u['uid']:<9} {u['instances']:>5} / {u['max_instances']:<6} {u['watches']:>9} / {u['max_watches']}"
-        )
-    lines += ["", f"{'PID':<8} {'UID':<7} {'INSTANCES':>9} {'WATCHES':>9}  COMM"]
+        watches = f"{u['watches']:>9} / {u['max_watches']:<9}" if mem else f"{u['watches']:>9} / {u['max_watches']}"
+        lines.append(f"{u['uid']:<9} {u['instances']:>5} / {u['max_instances']:<6} {watches}{kmem(u)}".rstrip())
+    lines += ["", f"{'PID':<8} {'UID':<7} {'INSTANCES':>9} {'WATCHES':>9}" + ("  KERNEL MEM" if mem else "") + "  COMM"]
     for p in rep["processes"]:
-        lines.append(f"{p['pid']:<8} {p['uid']:<7} {p['instances']:>9} {p['watches']:>9}  {p['comm'] or '?'}")
+        lines.append(f"{p['pid']:<8} {p['uid']:<7} {p['instances']:>9} {p['watches']:>9}{kmem(p)}  {p['comm'] or '?'}")
     shared = [i for i in rep["instances"] if len(i["holders"]) > 1]
     if shared:
         lines += ["", "shared instances (counted once, for the lowest pid):"]

@@ -55,7 +55,11 @@ def opens(tracer: Tracer, max_comms: int) -> Source:
 
 
 def accounting(
-    tracer: Tracer, max_comms: int, top_n: int, container_of: Callable[[int], tuple[str, str]] | None = None
+    tracer: Tracer,
+    max_comms: int,
+    top_n: int,
+    container_of: Callable[[int], tuple[str, str]] | None = None,
+    watch_cost: int | None = None,
 ) -> Source:
     comms = LabelCap(max_comms, readmit=True)  # gauges: a comm back from `other` makes no counter jump
     overflow_fold = CounterFold(max_comms)
@@ -74,6 +78,7 @@ def accounting(
                 overflows=overflows,
                 overflow_fold=overflow_fold,
                 container_of=container_of,
+                watch_cost=watch_cost,
             )
 
     return collect
