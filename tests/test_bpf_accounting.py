@@ -25,7 +25,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import groundtruth
-from conftest import INOTRACE, NOBODY, WORKLOADS, Running, http_get, log_records, wait_for_records, wait_until
+from conftest import (
+    INOTRACE,
+    NOBODY,
+    WORKLOADS,
+    Running,
+    free_port,
+    http_get,
+    log_records,
+    run_cli,
+    wait_for_records,
+    wait_until,
+)
 from inotrace.btf import inotify_watch_cost
 
 pytestmark = pytest.mark.bpf
@@ -294,11 +305,77 @@ def test_watch_limit_hit(exporter: str, events_log: Path, workdir: Path) -> None
                 top = {h["pid"]: (h["comm"], h["instances"], h["watches"]) for h in limit["top_holders"]}
                 assert top[s.proc.pid] == ("python3", *mine)
                 assert "limit.top_holders.comm" in hit["untrusted"]
+            # the failures were at the limit: twice it, and never below the kernel's floor
+            res = run_cli("snapshot", "--advise", "--json", f"--exporter={exporter}/metrics")
+            assert res.returncode == 0, res.stderr
+            watches = json.loads(res.stdout)["limits"][0]
+            assert watches["failures"] == len(log_records(log, errno="ENOSPC"))
+            assert (watches["limit"], watches["advised"], watches["action"]) == (50, 8192, "raise")
         finally:
             s.kill()
     finally:
         path.write_text(saved)
     assert path.read_text() == saved
+
+
+PEAK_UID = 42424  # a uid nothing else on the host uses: its peak is this test's alone
+
+
+def _watch_tree_as(uid: int, root: Path) -> subprocess.Popen:
+    w = subprocess.Popen(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "inotifywait", "-rm", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert b"Watches established" in w.stderr.readline() + w.stderr.readline()  # type: ignore[operator]
+    return w
+
+
+def _user_gauge(url: str, name: str) -> float | None:
+    return metric_value(url, name, uid=str(PEAK_UID), user_ns=str(os.stat("/proc/self/ns/user").st_ino))
+
+
+def test_peaks_outlive_the_holder_and_advise_uses_them(exporter: str, workdir: Path) -> None:
+    """A user's peak is kept after its watcher exits, and `snapshot --advise`
+    sizes the limits from the exporter's peaks, or from a snapshot without one."""
+    os.chmod(workdir, 0o755)
+    for i in range(40):
+        for j in range(9):
+            (workdir / f"d{i}" / f"e{j}").mkdir(parents=True)
+    big = 1 + 40 * 10  # the tree's directories, each one watch
+    w = _watch_tree_as(PEAK_UID, workdir)
+    try:
+        wait_until(lambda: _user_gauge(exporter, "inotrace_user_inotify_watches_peak") == big, "the peak is sampled")
+    finally:
+        w.kill()
+        w.wait()
+    small = _watch_tree_as(PEAK_UID, workdir / "d0")  # 10 watches
+    try:
+        wait_until(lambda: _user_gauge(exporter, "inotrace_user_inotify_watches") == 10, "the smaller watcher is seen")
+        assert _user_gauge(exporter, "inotrace_user_inotify_watches_peak") == big
+        assert _user_gauge(exporter, "inotrace_user_inotify_instances_peak") == 1
+        assert_exact(exporter)
+        res = run_cli("snapshot", "--advise", "--json", f"--exporter={exporter}/metrics")
+        assert res.returncode == 0, res.stderr
+        adv = json.loads(res.stdout)
+        assert (adv["source"], adv["peaks_known"]) == (f"the exporter at {exporter}/metrics", True)
+        assert adv["limits"][0]["limit"] == int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+        mine = [u for u in adv["top_users"] if u["uid"] == PEAK_UID]
+        assert [(u["watches"], u["peak_watches"], u["instances"]) for u in mine] == [(10, big, 1)]
+        # no exporter there: the snapshot, current use only, and it says why
+        gone = f"http://127.0.0.1:{free_port()}/metrics"
+        res = run_cli("snapshot", "--advise", "--json", f"--exporter={gone}")
+        assert res.returncode == 0, res.stderr
+        adv = json.loads(res.stdout)
+        assert (adv["source"], adv["peaks_known"]) == ("a procfs snapshot", False)
+        assert adv["source_notes"][0].startswith(f"no exporter at {gone}: ")
+        truth = groundtruth.summary()["uid"][PEAK_UID]
+        mine = [u for u in adv["top_users"] if u["uid"] == PEAK_UID]
+        assert truth == [1, 10]
+        assert [(u["instances"], u["watches"], u["peak_watches"]) for u in mine] == [(1, 10, 10)]
+    finally:
+        small.kill()
+        small.wait()
 
 
 def test_queue_overflow_of_a_stalled_consumer(exporter: str, events_log: Path, workdir: Path) -> None:

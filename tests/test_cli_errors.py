@@ -22,6 +22,9 @@ from inotrace import __version__, bpf_program, cli
         (["trace", "--uid", "-3"], "not a numeric uid"),
         (["serve", "--metrics.max-comms", "0"], "at least 1"),
         (["frobnicate"], "invalid choice"),
+        (["snapshot", "--advise", "--exporter", "ftp://x/metrics"], "not an http(s) URL"),
+        (["snapshot", "--advise", "--headroom", "0.5"], "between 1 and 100"),
+        (["snapshot", "--advise", "--headroom", "lots"], "not a factor"),
     ],
 )
 def test_bad_flags(args: list[str], needle: str) -> None:

@@ -22,6 +22,7 @@ from . import DEFAULT_LISTEN, __version__
 from .errors import InotraceError
 
 if TYPE_CHECKING:
+    from . import advise
     from .bpf_build import BuildOptions
     from .bpf_stats import StatsSwitch
     from .tracer import Record, Tracer
@@ -101,6 +102,22 @@ def _power_of_two(value: str) -> int:
     n = _positive(value)
     if n & (n - 1) or n > 1 << 18:
         raise argparse.ArgumentTypeError(f"must be a power of two up to 262144: {value!r}")
+    return n
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {value!r}")
+    return value
+
+
+def _headroom(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a factor: {value!r}") from None
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100: {value!r}")
     return n
 
 
@@ -208,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point (default: %(default)s)")
     snap.add_argument(
         "--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point, for BTF (default: %(default)s)"
+    )
+    snap.add_argument(
+        "--advise",
+        action="store_true",
+        help="advise fs.inotify.max_user_watches and max_user_instances from the use seen: a running "
+        "exporter's current and peak use and limit failures, else this snapshot",
+    )
+    snap.add_argument(
+        "--exporter",
+        type=_http_url,
+        default=f"http://{DEFAULT_LISTEN}/metrics",
+        help="the exporter --advise asks first (default: %(default)s)",
+    )
+    snap.add_argument(
+        "--headroom",
+        type=_headroom,
+        default=1.5,
+        help="--advise: limits at this many times the peak (default: %(default)s)",
     )
     snap.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info")
     snap.set_defaults(ebpf=False)
@@ -464,9 +499,47 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.procfs):
         raise InotraceError(f"cannot read procfs at {args.procfs}")
     watch_cost = inotify_watch_cost(os.path.join(args.sysfs, "kernel/btf/vmlinux"))
+    if args.advise:
+        return _advise(args, watch_cost)
     rep = snapshot.report(snapshot.take(args.procfs), args.procfs, paths=args.paths, watch_cost=watch_cost)
     print(json.dumps(rep, indent=2) if args.json else snapshot.render_text(rep))
     return 0
+
+
+def _advise(args: argparse.Namespace, watch_cost: int | None) -> int:
+    import json  # noqa: PLC0415
+
+    from . import advise, proc, snapshot  # noqa: PLC0415
+
+    ev, why_not = _exporter_evidence(args.exporter)
+    if ev is None:
+        rep = snapshot.report(snapshot.take(args.procfs), args.procfs)
+        ev = advise.from_snapshot(rep, "a procfs snapshot")
+        ev.source_notes.append(f"no exporter at {args.exporter}: {why_not}")
+    ev.watch_cost, ev.mem_total = watch_cost, proc.mem_total(args.procfs)
+    adv = advise.advise(ev, args.headroom)
+    print(json.dumps(adv, indent=2) if args.json else advise.render(adv))
+    return 0
+
+
+MAX_METRICS_BYTES = 64 << 20  # what --advise reads of an exporter's answer
+
+
+def _exporter_evidence(url: str) -> tuple[advise.Evidence | None, str]:
+    """The running exporter's view, or None and why not (then the snapshot is used)."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from . import advise  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read(MAX_METRICS_BYTES).decode("utf-8", "replace")
+        return advise.from_metrics(text, f"the exporter at {url}"), ""
+    except (OSError, urllib.error.URLError) as e:
+        return None, str(getattr(e, "reason", e))
+    except ValueError as e:  # not Prometheus text, or not inotrace's
+        return None, f"not inotrace's metrics ({e})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

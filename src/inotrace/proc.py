@@ -140,6 +140,18 @@ def read_inotify_limits(procfs: str) -> dict[str, int | None]:
     return out
 
 
+def mem_total(procfs: str) -> int | None:
+    """Bytes of RAM (MemTotal), None if unreadable."""
+    try:
+        with open(f"{procfs}/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def user_ns_inode(procfs: str) -> int:
     """The reader's user namespace (the inode number its ns link names); 0 if unreadable."""
     try:
