@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .bpf_build import BuildOptions
     from .bpf_stats import StatsSwitch
     from .tracer import Record, Tracer
+    from .webguard import WebGuard
 
 log = logging.getLogger("inotrace")
 
@@ -180,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; localhost only unless told otherwise (default: %(default)s)",
     )
     serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="(default: %(default)s)")
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        default="",
+        help="exporter-toolkit's web config (TLS, mTLS, basic auth), as node_exporter takes it; re-read on change",
+    )
     serve.add_argument(
         "--web.max-requests",
         dest="max_requests",
@@ -423,6 +430,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ready=lambda: bool(running),
         healthy=lambda: _stalled(running, args.sample_interval),
         max_requests=args.max_requests,
+        web=_web_guard(args.web_config),
     )
     log_file = AuditLog(args.log_events) if args.log_events else None
     if log_file is not None:
@@ -452,7 +460,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exporter.start()
         running.append(tracer)
         host, port = str(exporter.address[0]), exporter.address[1]
-        log.info("serving on http://%s:%s%s", f"[{host}]" if ":" in host else host, port, args.telemetry_path)
+        shown = f"[{host}]" if ":" in host else host
+        log.info("serving on %s://%s:%s%s", exporter.scheme, shown, port, args.telemetry_path)
 
     def sink(rec: Record) -> None:
         if log_file is not None:
@@ -523,6 +532,14 @@ def _advise(args: argparse.Namespace, watch_cost: int | None) -> int:
 
 
 MAX_METRICS_BYTES = 64 << 20  # what --advise reads of an exporter's answer
+
+
+def _web_guard(path: str) -> WebGuard | None:
+    if not path:
+        return None
+    from .webguard import WebGuard  # noqa: PLC0415
+
+    return WebGuard(path)
 
 
 def _exporter_evidence(url: str) -> tuple[advise.Evidence | None, str]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import html
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -20,6 +21,11 @@ from prometheus_client.exposition import (  # client_python's server pieces (its
 from . import __version__
 from .coalesce import Coalesced
 from .errors import InotraceError
+
+if TYPE_CHECKING:
+    from .webguard import WebGuard
+
+log = logging.getLogger(__name__)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -47,13 +53,32 @@ class _Server(ThreadingWSGIServer):
     # for SYN retransmits (1 s, 3 s...) before even reaching the 503 rule.
     request_queue_size = 1024
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback: a client that resets mid-request is not one
+        log.debug("request from %s failed", client_address, exc_info=True)
 
-def _server_class(host: str, port: int) -> type[_Server]:
-    """The address family the host needs (client_python's own choice of it)."""
+
+class _TLSServer(_Server):
+    """TLS on each accepted connection, in the connection's own thread (a slow
+    handshake must not stall accept()), with the web config in force then."""
+
+    guard: WebGuard
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        conn = self.guard.handshake(request)
+        if conn is None:
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+
+def _server_class(host: str, port: int, guard: WebGuard | None = None) -> type[_Server]:
+    """The address family the host needs (client_python's own choice of it), in TLS if configured."""
     family, _addr = _get_best_family(host, port)  # type: ignore[no-untyped-call]
-    if family == _Server.address_family:
-        return _Server
-    return type("_Server6", (_Server,), {"address_family": family})
+    base = _TLSServer if guard is not None and guard.tls else _Server
+    return type("Server", (base,), {"address_family": family, "guard": guard})
 
 
 LANDING = """<!doctype html>
@@ -179,14 +204,18 @@ class Exporter:
         ready: Ready,
         healthy: Health,
         max_requests: int,
+        web: WebGuard | None = None,
     ) -> None:
         host, port = parse_listen_address(listen)
         if not telemetry_path.startswith("/") or telemetry_path == "/":
             raise InotraceError(f"bad telemetry path {telemetry_path!r}: must start with / and not be /", code=2)
         self.cap = RequestCap(max_requests)
         app = make_app(registry, telemetry_path, ready, healthy, self.cap)
+        if web is not None:
+            app = web.wsgi(app)
+        self.scheme = "https" if web is not None and web.tls else "http"
         try:
-            server_class = _server_class(host, port)
+            server_class = _server_class(host, port, web)
             self._server = make_server(host, port, app, server_class=server_class, handler_class=_SilentHandler)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
