@@ -81,6 +81,23 @@ def test_unwritable_event_log(tmp_path) -> None:
     assert_one_line_error(res, "cannot open event log")
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (None, "cannot read web config"),
+        ("tls_server_config:\n  cert_file: a.pem\n", "missing one of key or key_file"),
+        ("basic_auth_users:\n  prom: hunter2\n", "the password of 'prom' is not a bcrypt hash"),
+        ("basic_auth_user: {}\n", "unknown field 'basic_auth_user' in the file"),
+    ],
+)
+def test_bad_web_config_at_start(tmp_path, text: str | None, needle: str) -> None:
+    path = tmp_path / "web.yml"
+    if text is not None:
+        path.write_text(text)
+    res = run_cli("serve", "--web.listen-address=127.0.0.1:0", f"--web.config.file={path}")
+    assert_one_line_error(res, needle)
+
+
 def _run_python(code: str) -> __import__("subprocess").CompletedProcess[str]:
     return __import__("subprocess").run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 

@@ -68,19 +68,23 @@ def substitute(expr: str) -> str:
     return out
 
 
+def scenario_scrape(target_port: int) -> str:
+    """The scenario's scrape_configs: one inotrace as two instances."""
+    static = "\n".join(
+        f'      - targets: ["127.0.0.1:{target_port}"]\n        labels: {{instance: "{name}"}}' for name in INSTANCES
+    )
+    return f"  - job_name: inotrace\n    static_configs:\n{static}\n"
+
+
 class Prometheus:
-    def __init__(self, base: Path, target_port: int) -> None:
+    def __init__(self, base: Path, scrape_configs: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        static = "\n".join(
-            f'      - targets: ["127.0.0.1:{target_port}"]\n        labels: {{instance: "{name}"}}'
-            for name in INSTANCES
-        )
         config = base / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
             f"rule_files: [{json.dumps(str(RULES))}]\n"
-            f"scrape_configs:\n  - job_name: inotrace\n    static_configs:\n{static}\n"
+            f"scrape_configs:\n{scrape_configs}"
         )
         self.log = (base / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
@@ -223,7 +227,7 @@ def legend_labels(legend: str) -> set[str]:
 def test_every_panel_and_rule_returns_data(serve, scenario_dir: Path, roles: list[Role], prometheus) -> None:
     t0 = time.monotonic()
     _exporter, url = serve("--top-processes=100000", "--bpf-stats")  # the cost panels get real values
-    prom = Prometheus(scenario_dir, int(url.rsplit(":", 1)[1]))
+    prom = Prometheus(scenario_dir, scenario_scrape(int(url.rsplit(":", 1)[1])))
     prometheus.append(prom)
     # Prometheus hands new targets to its scrapers up to 5 s after start: the
     # scenario starts once both are scraped, so every step of it is seen.
