@@ -18,6 +18,7 @@ from conftest import (
     http_get,
     run_workload,
     unique_comm,
+    wait_until,
 )
 from inotrace.bpf_program import Program
 
@@ -177,6 +178,12 @@ def test_sigint_detaches_and_exits_zero() -> None:
     assert len(ours) >= 8  # enter+exit of every inotify syscall, the iterator
     tr.proc.send_signal(2)
     assert tr.proc.wait(timeout=30) == 0
-    # Nothing of ours stays loaded (other inotrace processes may run meanwhile).
-    res = subprocess.run(["bpftool", "--json", "prog", "show"], capture_output=True, text=True, check=True)
-    assert not ours & {p["id"] for p in json.loads(res.stdout)}
+
+    # Nothing of ours stays loaded (other inotrace processes may run meanwhile). The
+    # kernel frees a program after its last reference goes, from deferred work (RCU,
+    # perf event teardown): one can still be listed for a moment after the exit.
+    def ours_loaded() -> set[int]:
+        res = subprocess.run(["bpftool", "--json", "prog", "show"], capture_output=True, text=True, check=True)
+        return ours & {p["id"] for p in json.loads(res.stdout)}
+
+    wait_until(lambda: not ours_loaded(), "none of the exited tracer's programs is loaded")
