@@ -228,7 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     snap = sub.add_parser("snapshot", help="who holds inotify instances and watches now (procfs; no BPF, no root)")
     snap.add_argument("--json", action="store_true", help="machine-readable output")
-    snap.add_argument("--paths", action="store_true", help="resolve watched paths (needs CAP_DAC_READ_SEARCH)")
+    snap.add_argument(
+        "--paths",
+        action="store_true",
+        help="resolve watched paths from their file handles (needs CAP_DAC_READ_SEARCH), with each process's "
+        "directory prefixes holding the most watches",
+    )
+    snap.add_argument(
+        "--top-prefixes",
+        type=_whole,
+        default=10,
+        metavar="N",
+        help="with --paths, prefixes shown per process (default: %(default)s)",
+    )
     snap.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point (default: %(default)s)")
     snap.add_argument(
         "--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point, for BTF (default: %(default)s)"
@@ -510,7 +522,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     watch_cost = inotify_watch_cost(os.path.join(args.sysfs, "kernel/btf/vmlinux"))
     if args.advise:
         return _advise(args, watch_cost)
-    rep = snapshot.report(snapshot.take(args.procfs), args.procfs, paths=args.paths, watch_cost=watch_cost)
+    instances = snapshot.take(args.procfs)
+    rep = snapshot.report(
+        instances, args.procfs, paths=args.paths, watch_cost=watch_cost, top_prefixes=args.top_prefixes
+    )
     print(json.dumps(rep, indent=2) if args.json else snapshot.render_text(rep))
     return 0
 

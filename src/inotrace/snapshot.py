@@ -23,6 +23,7 @@ from . import proc
 from .libc import LIBC
 from .limits import Limits
 from .untrusted import comm_text, escape_text
+from .watched import DEFAULT_TOP, Watched, aggregate
 
 _libc = LIBC
 _SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine(), -1)
@@ -211,11 +212,16 @@ def _shown(path: str | None) -> str:
 
 
 def report(
-    instances: list[SnapInstance], procfs: str = "/proc", paths: bool = False, watch_cost: int | None = None
+    instances: list[SnapInstance],
+    procfs: str = "/proc",
+    paths: bool = False,
+    watch_cost: int | None = None,
+    top_prefixes: int = DEFAULT_TOP,
 ) -> dict[str, Any]:
     """Users, processes and instances; with watch_cost (the kernel's bytes per
-    watch, btf.inotify_watch_cost) also the kernel memory their watches hold."""
-    rep = _report(instances, procfs, paths)
+    watch, btf.inotify_watch_cost) also the kernel memory their watches hold;
+    with paths each watch's path and each process's top_prefixes prefixes."""
+    rep = _report(instances, procfs, paths, top_prefixes)
     if watch_cost is not None:
         rep["watch_cost_bytes"] = watch_cost
         for row in (*rep["users"], *rep["processes"]):
@@ -223,12 +229,22 @@ def report(
     return rep
 
 
-def _report(instances: list[SnapInstance], procfs: str, paths: bool) -> dict[str, Any]:
+def _watch_row(w: proc.Watch, path: str | None) -> dict[str, Any]:
+    return {"wd": w.wd, "ino": w.ino, "dev": "{}:{}".format(*w.dev_major_minor), "mask": w.mask, "path": _shown(path)}
+
+
+def watched_rows(w: Watched) -> dict[str, Any]:
+    """A process's aggregated watches as JSON: escaped paths (they are the traced processes' names)."""
+    return {"prefixes": [{"path": _shown(p.path), "watches": p.watches} for p in w.prefixes], "unknown": w.unknown}
+
+
+def _report(instances: list[SnapInstance], procfs: str, paths: bool, top_prefixes: int) -> dict[str, Any]:
     limits = Limits.read(procfs)
     max_instances, max_watches = limits.of(None)  # snapshot reads no ucounts: the users of our namespace
     users: dict[int, dict[str, int]] = {}
     procs: dict[int, dict[str, Any]] = {}
     out_instances = []
+    owner_paths: dict[int, list[str | None]] = {}
     mounts = MountFds(procfs)
     try:
         for inst in instances:
@@ -254,19 +270,14 @@ def _report(instances: list[SnapInstance], procfs: str, paths: bool) -> dict[str
                 "watches": len(inst.watches),
             }
             if paths:
-                item["watch_list"] = [
-                    {
-                        "wd": w.wd,
-                        "ino": w.ino,
-                        "dev": "{}:{}".format(*w.dev_major_minor),
-                        "mask": w.mask,
-                        "path": _shown(resolve_path(w, mounts.get(inst.owner, w.sdev))),
-                    }
-                    for w in inst.watches
-                ]
+                resolved = [resolve_path(w, mounts.get(inst.owner, w.sdev)) for w in inst.watches]
+                item["watch_list"] = [_watch_row(w, path) for w, path in zip(inst.watches, resolved, strict=True)]
+                owner_paths.setdefault(inst.owner, []).extend(resolved)
             out_instances.append(item)
     finally:
         mounts.close()
+    for pid, resolved in owner_paths.items():
+        procs[pid]["watched"] = watched_rows(aggregate(resolved, top_prefixes))
     for u in users.values():
         u["max_instances"] = max_instances or 0
         u["max_watches"] = max_watches or 0
@@ -307,6 +318,7 @@ def render_text(rep: dict[str, Any]) -> str:
     lines += ["", f"{'PID':<8} {'UID':<7} {'INSTANCES':>9} {'WATCHES':>9}" + ("  KERNEL MEM" if mem else "") + "  COMM"]
     for p in rep["processes"]:
         lines.append(f"{p['pid']:<8} {p['uid']:<7} {p['instances']:>9} {p['watches']:>9}{kmem(p)}  {p['comm'] or '?'}")
+    lines += _watched_text(rep["processes"])
     shared = [i for i in rep["instances"] if len(i["holders"]) > 1]
     if shared:
         lines += ["", "shared instances (counted once, for the lowest pid):"]
@@ -314,3 +326,17 @@ def render_text(rep: dict[str, Any]) -> str:
             holders = ", ".join(f"{h['pid']}:{h['fd']}" for h in i["holders"])
             lines.append(f"  {i['watches']} watches held by {holders}")
     return "\n".join(lines)
+
+
+def _watched_text(processes: list[dict[str, Any]]) -> list[str]:
+    """Each process's top prefixes (--paths): count first, so a long path cannot push it off."""
+    lines: list[str] = []
+    for p in processes:
+        w = p.get("watched")
+        if not w or not (w["prefixes"] or w["unknown"]):
+            continue
+        lines += ["", f"{p['pid']} {p['comm'] or '?'}: watches at or under each prefix"]
+        lines += [f"  {x['watches']:>9,}  {x['path']}" for x in w["prefixes"]]
+        if w["unknown"]:
+            lines.append(f"  {w['unknown']:>9,}  unknown (no path can be told for sure)")
+    return lines
