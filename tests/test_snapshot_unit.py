@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from inotrace import proc, snapshot
+from inotrace import paths, proc, snapshot
 
 FDINFO = """pos:\t0
 flags:\t00
@@ -97,6 +97,6 @@ def test_read_first_falls_back_to_the_next_holder(tmp_path: Path) -> None:
 
 def test_mount_points_decode_octal_escapes_only() -> None:
     # the kernel escapes space, tab, newline and backslash; UTF-8 passes through
-    assert snapshot.unescape_mount_path("/mnt/café".encode()) == "/mnt/café".encode()
-    assert snapshot.unescape_mount_path(rb"/mnt/a\040b\134c\011d\012e") == b"/mnt/a b\\c\td\ne"
-    assert snapshot.unescape_mount_path(rb"/mnt/\xff\0401") == b"/mnt/\\xff 1"  # the text \xff, not a byte
+    assert paths.unescape_mount_path("/mnt/café".encode()) == "/mnt/café".encode()
+    assert paths.unescape_mount_path(rb"/mnt/a\040b\134c\011d\012e") == b"/mnt/a b\\c\td\ne"
+    assert paths.unescape_mount_path(rb"/mnt/\xff\0401") == b"/mnt/\\xff 1"  # the text \xff, not a byte

@@ -10,20 +10,18 @@ without root) the fd is kept as an instance of its own.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import platform
-import re
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import proc
 from .libc import LIBC
 from .limits import Limits
-from .untrusted import comm_text, escape_text
-from .watched import DEFAULT_TOP, Watched, aggregate
+from .paths import MountFds, resolve_path, shown, watched_rows
+from .untrusted import comm_text
+from .watched import DEFAULT_TOP, aggregate
 
 _libc = LIBC
 _SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine(), -1)
@@ -111,103 +109,6 @@ def take(procfs: str = "/proc") -> list[SnapInstance]:
     return out
 
 
-# -- paths ---------------------------------------------------------------------
-
-_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-
-
-class _FileHandle(ctypes.Structure):
-    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 128)]
-
-
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-
-
-def unescape_mount_path(field: bytes) -> bytes:
-    """A mount point as /proc/PID/mountinfo writes it: the kernel escapes
-    space, tab, newline and backslash as \\ooo and passes every other byte
-    through (UTF-8 included), so only those escapes are decoded, as bytes."""
-    return _OCTAL.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), field)
-
-
-class MountFds:
-    """Open fds on mounts, by (pid, sdev), for open_by_handle_at; opened on first use."""
-
-    def __init__(self, procfs: str) -> None:
-        self.procfs = procfs
-        self._points: dict[int, dict[int, bytes]] = {}
-        self._fds: dict[tuple[int, int], int | None] = {}
-
-    def _mount_points(self, pid: int) -> dict[int, bytes]:
-        points = self._points.get(pid)
-        if points is None:
-            points = self._points[pid] = {}
-            try:
-                with open(f"{self.procfs}/{pid}/mountinfo", "rb") as f:
-                    for line in f:
-                        parts = line.split()
-                        if len(parts) >= 5:
-                            major, minor = (int(x) for x in parts[2].split(b":"))
-                            points.setdefault((major << 20) | minor, unescape_mount_path(parts[4]))
-            except (OSError, ValueError):
-                pass
-        return points
-
-    def get(self, pid: int, sdev: int) -> int | None:
-        key = (pid, sdev)
-        if key not in self._fds:
-            point = self._mount_points(pid).get(sdev)
-            fd = None
-            if point is not None:
-                try:
-                    # not O_PATH: open_by_handle_at refuses O_PATH mount fds (EBADF)
-                    root = os.fsencode(f"{self.procfs}/{pid}/root")
-                    fd = os.open(root + point, os.O_RDONLY | os.O_DIRECTORY)
-                except OSError:
-                    fd = None
-            self._fds[key] = fd
-        return self._fds[key]
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            if fd is not None:
-                os.close(fd)
-        self._fds.clear()
-
-
-def resolve_path(watch: proc.Watch, mount_fd: int | None) -> str | None:
-    """The path of a watched inode, or None when it cannot be told for sure.
-
-    A watched file whose dentry was evicted resolves to "/": the result is
-    trusted only if it stats to the watched inode.
-    """
-    if mount_fd is None or not watch.handle or watch.handle_type < 0:
-        return None
-    fh = _FileHandle(handle_bytes=len(watch.handle), handle_type=watch.handle_type)
-    ctypes.memmove(fh.f_handle, watch.handle, len(watch.handle))
-    fd = _libc.open_by_handle_at(mount_fd, ctypes.byref(fh), os.O_PATH)
-    if fd < 0:
-        return None
-    try:
-        st = os.fstat(fd)
-        path = os.readlink(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
-    if st.st_ino != watch.ino or path.endswith(" (deleted)"):
-        return None
-    try:
-        again = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return None
-    if again.st_ino != watch.ino or stat.S_IFMT(again.st_mode) != stat.S_IFMT(st.st_mode):
-        return None
-    return path
-
-
-def _shown(path: str | None) -> str:
-    return escape_text(os.fsencode(path), 4096) if path is not None else "unknown"
-
-
 # -- report --------------------------------------------------------------------
 
 
@@ -230,12 +131,7 @@ def report(
 
 
 def _watch_row(w: proc.Watch, path: str | None) -> dict[str, Any]:
-    return {"wd": w.wd, "ino": w.ino, "dev": "{}:{}".format(*w.dev_major_minor), "mask": w.mask, "path": _shown(path)}
-
-
-def watched_rows(w: Watched) -> dict[str, Any]:
-    """A process's aggregated watches as JSON: escaped paths (they are the traced processes' names)."""
-    return {"prefixes": [{"path": _shown(p.path), "watches": p.watches} for p in w.prefixes], "unknown": w.unknown}
+    return {"wd": w.wd, "ino": w.ino, "dev": "{}:{}".format(*w.dev_major_minor), "mask": w.mask, "path": shown(path)}
 
 
 def _report(instances: list[SnapInstance], procfs: str, paths: bool, top_prefixes: int) -> dict[str, Any]:
