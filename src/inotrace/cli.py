@@ -302,21 +302,36 @@ def _on_signal(_sig: int, _frame: FrameType | None) -> None:
     raise _Stop
 
 
-def _effective_caps() -> int:
+def _effective_caps() -> int | None:
+    """The effective capability set (None where /proc/self/status cannot tell)."""
     try:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
     except (OSError, StopIteration, ValueError):
-        return 0
+        return None
+
+
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
 def _require_privileges() -> None:
-    if os.geteuid() == 0:
-        return
-    # CAP_BPF (39) and CAP_PERFMON (38) suffice on >= 5.8 without root.
+    """No BPF program loads without CAP_BPF or CAP_SYS_ADMIN, whatever the uid
+    (a container's root with its capabilities dropped): say so before BCC
+    fails with its "failed to compile". A missing CAP_PERFMON is left to the
+    attach, which names it (a permissive perf_event_paranoid may not need it)."""
     caps = _effective_caps()
-    if caps & (1 << 38) and caps & (1 << 39):
+    if caps is None:
+        if os.geteuid() == 0:
+            return  # cannot tell: let the kernel decide
+        caps = 0
+    loads = bool(caps >> CAP_SYS_ADMIN & 1 or caps >> CAP_BPF & 1)
+    if loads and (os.geteuid() == 0 or caps >> CAP_SYS_ADMIN & 1 or caps >> CAP_PERFMON & 1):
         return
+    if os.geteuid() == 0:
+        raise InotraceError(
+            "root without CAP_BPF or CAP_SYS_ADMIN cannot load BPF programs "
+            "(a container or service with its capabilities dropped?)"
+        )
     raise InotraceError("must run as root (or with CAP_BPF and CAP_PERFMON) to load BPF programs")
 
 
