@@ -76,6 +76,14 @@
 #ifndef STREAM_CALLS
 #define STREAM_CALLS 1
 #endif
+/* 1 (with STREAM_CALLS 0): still stream an add_watch that failed with
+ * ENOSPC, the watch limit (`top` shows who hit it, with the holders then).
+ * A client retrying at its limit fails in a loop, so only a consumer that
+ * shows failures asks for them. Inits (EMFILE included) are always streamed. */
+#ifndef STREAM_LIMIT_FAILURES
+#define STREAM_LIMIT_FAILURES 0
+#endif
+#define ERR_ENOSPC 28
 /* 1: also stream every open to the ring (`trace --opens`); the entry hooks
  * that save the path pointer are only attached then. 0: count only. */
 #ifndef STREAM_OPENS
@@ -581,7 +589,8 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	count_call(syscall, ret, euid, origin);
 	if (!is_init && in.group)
 		is_new = track_exit(&in, ret);
-	if (!STREAM_CALLS && !is_init && !is_own(id >> 32))
+	if (!STREAM_CALLS && !is_init && !is_own(id >> 32) &&
+	    !(STREAM_LIMIT_FAILURES && syscall == INOTRACE_SC_INOTIFY_ADD_WATCH && ret == -ERR_ENOSPC))
 		return 0;
 	rec = scratch.lookup(&zero);
 	if (!rec)

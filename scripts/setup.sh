@@ -17,7 +17,7 @@ command -v apt-get >/dev/null || die "needs apt-get (Debian/Ubuntu); elsewhere i
 # --- distribution packages ---------------------------------------------------
 # BCC comes from the distribution: PyPI's "bcc" is an unrelated library.
 pkgs=(python3-bpfcc bpfcc-tools python3-venv)
-[ $want_test = 1 ] && pkgs+=(prometheus inotify-tools gcc libc6-dev bpftool liburing-dev bpftrace python3-yaml systemd openssl curl)
+[ $want_test = 1 ] && pkgs+=(prometheus inotify-tools gcc libc6-dev bpftool liburing-dev bpftrace python3-yaml systemd openssl curl tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -79,3 +79,7 @@ def test_ebpf_output_follows_the_command() -> None:
     trace = run_cli("trace", "--opens", "--ebpf").stdout
     assert "#define STREAM_CALLS 0\n" in serve and "#define STREAM_CALLS 1\n" in audited
     assert "#define STREAM_OPENS 1\n" in trace and "#define STREAM_OPENS 0\n" in serve
+    # top streams no call but the watch-limit failures it shows
+    top = run_cli("top", "--ebpf").stdout
+    assert "#define STREAM_CALLS 0\n" in top and "#define STREAM_LIMIT_FAILURES 1\n" in top
+    assert "#define STREAM_LIMIT_FAILURES 0\n" in serve and "#define STREAM_LIMIT_FAILURES 0\n" in trace

@@ -40,6 +40,7 @@ class BuildOptions:
     ringbuf_pages: int = 4096
     stream_opens: bool = False  # every open to the ring (`trace --opens`)
     stream_calls: bool = True  # a record per inotify call (an audit stream is written)
+    stream_limit_failures: bool = False  # without stream_calls: still each add_watch failing with ENOSPC
     # trace's --pid/--uid/--comm, applied in the kernel to streamed opens
     filter_pids: tuple[int, ...] = ()
     filter_uids: tuple[int, ...] = ()
@@ -111,6 +112,7 @@ class Build:
             ("OPEN_SLOTS_PER_CPU", OPEN_COUNTS_MAX // possible_cpus(opts.sysfs)),
             ("STREAM_OPENS", int(opts.stream_opens)),
             ("STREAM_CALLS", int(opts.stream_calls)),
+            ("STREAM_LIMIT_FAILURES", int(opts.stream_limit_failures)),
             ("FILTER_PIDS", len(opts.filter_pids)),
             ("FILTER_UIDS", len(opts.filter_uids)),
             ("FILTER_COMMS", len(opts.filter_comms)),

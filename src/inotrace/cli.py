@@ -1,4 +1,4 @@
-"""Command line: `inotrace serve`, `inotrace trace`.
+"""Command line: `inotrace serve`, `trace`, `top`, `snapshot`.
 
 Every failure a user can cause or meet (bad flags, not root, no BPF, no BCC,
 no headers, port taken, unreadable BTF) ends in one line on stderr and a
@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import DEFAULT_LISTEN, __version__
 from .errors import InotraceError
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info")
     snap.set_defaults(ebpf=False)
 
+    _add_top(sub)
+
     trace = sub.add_parser("trace", help="print every inotify call as it happens")
     _add_common(trace)
     trace.add_argument("--pid", type=_pid_list, action="append", default=[], help="only this pid/tid (repeatable)")
@@ -275,6 +277,35 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--opens", action="store_true", help="also stream every file open (batched; drops are counted)")
     _add_accounting(trace)
     return parser
+
+
+def _add_top(sub: Any) -> None:
+    top = sub.add_parser(
+        "top",
+        help="live view of who holds inotify instances and watches against each user's limits (keys: ? for help)",
+    )
+    _add_common(top)
+    top.add_argument(
+        "-d", "--interval", type=_seconds, default=2.0, help="seconds between refreshes (default: %(default)s)"
+    )
+    top.add_argument(
+        "-n", "--count", type=_whole, default=0, help="refreshes to show, then exit (default: %(default)s, until q)"
+    )
+    top.add_argument(
+        "-b",
+        "--batch",
+        action="store_true",
+        help="plain tables, one per refresh, even on a terminal (the default when output is not a terminal)",
+    )
+    top.add_argument("--rows", type=_positive, default=20, help="processes in each plain table (default: %(default)s)")
+    top.add_argument(
+        "--source",
+        choices=("auto", "bpf", "procfs"),
+        default="auto",
+        help="bpf: the live model (root); procfs: a snapshot each refresh (no BPF, no root); auto: bpf where it "
+        "can be had, else procfs, saying why (default: %(default)s)",
+    )
+    _add_accounting(top)
 
 
 def _configure_logging(level: str) -> None:
@@ -352,6 +383,8 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         filter_comms=tuple(sorted({os.fsencode(c) for c in comms})),
         # a record per call only for an audit stream: the model and the metrics need none
         stream_calls=args.command == "trace" or bool(getattr(args, "log_events", None)),
+        # top shows who hit the watch limit, and needs no other add_watch record
+        stream_limit_failures=args.command == "top",
     )
 
 
@@ -359,8 +392,10 @@ def _run_tracer(
     args: argparse.Namespace,
     started: Callable[[Tracer], None],
     sink: Callable[[Record], None],
+    turn: Callable[[], bool] | None = None,
 ) -> None:
-    """Load, attach, self-test, then poll until a signal. Always detaches."""
+    """Load, attach, self-test, then poll until a signal (or until `turn`,
+    called after each poll, says stop). Always detaches."""
     from .bpf_program import Program  # noqa: PLC0415 - bcc only when BPF is needed
     from .origins import usermode_helpers  # noqa: PLC0415
     from .tracer import Tracer  # noqa: PLC0415
@@ -385,13 +420,15 @@ def _run_tracer(
         while not _loop["stop"]:
             for rec in tracer.poll(POLL_MS):
                 sink(rec)
+            if turn is not None and not turn():
+                break
         for _ in range(FINAL_DRAINS):  # what the ring still holds (a busy host keeps filling it)
             tail = tracer.poll(0, final=True)
             for rec in tail:
                 sink(rec)
             if not tail:
                 break
-        log.info("signal received, detaching probes")
+        log.info("%s, detaching probes", "signal received" if _loop["stop"] else "done")
     except _Stop:
         log.info("signal received, detaching probes")
     finally:
@@ -526,6 +563,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from . import top  # noqa: PLC0415
+    from .btf import inotify_watch_cost  # noqa: PLC0415
+
+    watch_cost = inotify_watch_cost(os.path.join(args.sysfs, "kernel/btf/vmlinux"))
+    return top.main(args, _run_tracer, watch_cost)
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
@@ -601,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-        commands = {"serve": cmd_serve, "trace": cmd_trace, "snapshot": cmd_snapshot}
+        commands = {"serve": cmd_serve, "trace": cmd_trace, "snapshot": cmd_snapshot, "top": cmd_top}
         return commands[args.command](args)
     except InotraceError as e:
         print(f"inotrace: {e}", file=sys.stderr)
