@@ -483,9 +483,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .btf import inotify_watch_cost  # noqa: PLC0415
     from .exporter import Exporter  # noqa: PLC0415
     from .metrics import InotraceCollector  # noqa: PLC0415
+    from .watch_api import PATH as API_PATH  # noqa: PLC0415
+    from .watch_api import WatchesAPI  # noqa: PLC0415
 
     registry = CollectorRegistry()
     running: list[Tracer] = []  # the tracer once the loop is about to run
+    btf_path = os.path.join(args.sysfs, "kernel/btf/vmlinux")
+    watch_cost = inotify_watch_cost(btf_path)
+    api = WatchesAPI(args.procfs, watch_cost)
     # Bind first: a taken port should fail before seconds of BPF compiling.
     exporter = Exporter(
         args.listen,
@@ -495,6 +500,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         healthy=lambda: _stalled(running, args.sample_interval),
         max_requests=args.max_requests,
         web=_web_guard(args.web_config),
+        routes={API_PATH: api.wsgi},
     )
     log_file = AuditLog(args.log_events) if args.log_events else None
     if log_file is not None:
@@ -502,8 +508,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     container_of = _container_labels(args)
     fmt = Formatter(container_of=container_of)
     switch = _bpf_stats_switch(args.bpf_stats)
-    btf_path = os.path.join(args.sysfs, "kernel/btf/vmlinux")
-    watch_cost = inotify_watch_cost(btf_path)
 
     def started(tracer: Tracer) -> None:
         registry.register(
@@ -521,6 +525,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 }
             )
         )
+        api.tracer = tracer
         exporter.start()
         running.append(tracer)
         host, port = str(exporter.address[0]), exporter.address[1]

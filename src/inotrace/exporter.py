@@ -85,7 +85,8 @@ LANDING = """<!doctype html>
 <html><head><title>inotrace</title></head>
 <body><h1>inotrace {version}</h1>
 <p>inotify instances, watches and limits, traced with eBPF.</p>
-<ul><li><a href="{path}">Metrics</a></li></ul>
+<ul><li><a href="{path}">Metrics</a></li>
+<li><code>/api/v1/watches?pid=N</code>: what process N watches, as JSON</li></ul>
 </body></html>
 """
 
@@ -152,9 +153,19 @@ def shared_renders(registry: CollectorRegistry, telemetry_path: str) -> Callable
     return render
 
 
+WSGIApp = Callable[..., Iterable[bytes]]
+
+
 def make_app(
-    registry: CollectorRegistry, telemetry_path: str, ready: Ready, healthy: Health, cap: RequestCap
-) -> Callable[..., Iterable[bytes]]:
+    registry: CollectorRegistry,
+    telemetry_path: str,
+    ready: Ready,
+    healthy: Health,
+    cap: RequestCap,
+    *,
+    routes: dict[str, WSGIApp] | None = None,
+) -> WSGIApp:
+    """The exporter's paths; `routes` adds more (the JSON API)."""
     render = shared_renders(registry, telemetry_path)
     landing = LANDING.format(version=__version__, path=html.escape(telemetry_path)).encode()
 
@@ -183,6 +194,8 @@ def make_app(
                 if problem
                 else _text(start_response, "200 OK", "ok\n")
             )
+        if routes and path in routes:
+            return routes[path](environ, start_response)
         if path == "/-/ready":
             if ready():
                 return _text(start_response, "200 OK", "ready\n")
@@ -205,12 +218,13 @@ class Exporter:
         healthy: Health,
         max_requests: int,
         web: WebGuard | None = None,
+        routes: dict[str, WSGIApp] | None = None,
     ) -> None:
         host, port = parse_listen_address(listen)
         if not telemetry_path.startswith("/") or telemetry_path == "/":
             raise InotraceError(f"bad telemetry path {telemetry_path!r}: must start with / and not be /", code=2)
         self.cap = RequestCap(max_requests)
-        app = make_app(registry, telemetry_path, ready, healthy, self.cap)
+        app = make_app(registry, telemetry_path, ready, healthy, self.cap, routes=routes)
         if web is not None:
             app = web.wsgi(app)
         self.scheme = "https" if web is not None and web.tls else "http"
