@@ -435,10 +435,13 @@ def test_queue_overflow_of_a_stalled_consumer(exporter: str, events_log: Path, w
 
 
 class _Lines:
-    """JSON records from a child's unbuffered stdout, read only as far as a condition needs."""
+    """JSON records of one pid from a trace's unbuffered stdout, read only as
+    far as a condition needs; a failure shows the trace's log (at debug: what
+    each sample compared and why it read nothing)."""
 
-    def __init__(self, proc: subprocess.Popen, pid: int) -> None:
-        self.fd = proc.stdout.fileno()  # type: ignore[union-attr]
+    def __init__(self, tr: Running, pid: int) -> None:
+        self.tr = tr
+        self.fd = tr.proc.stdout.fileno()  # type: ignore[union-attr]
         self.pid = pid
         self.seen: list[dict] = []
         self.buf = b""
@@ -446,7 +449,10 @@ class _Lines:
     def until(self, what: str, done, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
         while not done(self.seen):
-            assert time.monotonic() < deadline, f"no {what} within {timeout} s; got {self.seen}"
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"no {what} within {timeout} s; got {self.seen}; log:\n{self.tr.err_text()[-8000:]}"
+                )
             if select.select([self.fd], [], [], 0.2)[0]:
                 self.buf += os.read(self.fd, 1 << 16)  # unbuffered: select must see every line
                 *lines, self.buf = self.buf.split(b"\n")
@@ -454,11 +460,11 @@ class _Lines:
 
 
 def test_trace_shows_lifetime_events(workdir: Path, scenarios) -> None:
-    tr = Running(["trace", "--sample-interval=0.05"])
+    tr = Running(["trace", "--sample-interval=0.05", "--log.level=debug"])
     try:
         tr.wait_for_log("tracing inotify calls")
         s = scenarios("dirs", workdir)
-        out = _Lines(tr.proc, s.proc.pid)
+        out = _Lines(tr, s.proc.pid)
         os.rmdir(s.info["dirs"][0])
         os.utime(s.info["oneshot"])  # fires the IN_ONESHOT watch
         # the kernel's removals are seen by a calm sample; kill only after both are out,
