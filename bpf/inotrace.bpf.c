@@ -80,6 +80,19 @@
  * ENOSPC, the watch limit (`top` shows who hit it, with the holders then).
  * A client retrying at its limit fails in a loop, so only a consumer that
  * shows failures asks for them. Inits (EMFILE included) are always streamed. */
+/* Which front ends of the syscall and open hooks are compiled (1 each by
+ * default): a command that asked for one backend compiles only its own, a
+ * third of the hooks and most of the compile time (BCC compiles the program
+ * at every start; `auto` needs all three to fall back). */
+#ifndef FRONT_END_TRACEPOINT
+#define FRONT_END_TRACEPOINT 1
+#endif
+#ifndef FRONT_END_KPROBE
+#define FRONT_END_KPROBE 1
+#endif
+#ifndef FRONT_END_FENTRY
+#define FRONT_END_FENTRY 1
+#endif
 #ifndef STREAM_LIMIT_FAILURES
 #define STREAM_LIMIT_FAILURES 0
 #endif
@@ -635,6 +648,7 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 
 /* ---- tracepoint front end -------------------------------------------- */
 
+#if FRONT_END_TRACEPOINT
 int tp_enter_inotify_init(struct sc_enter_ctx *ctx)
 {
 	return enter_call(INOTRACE_SC_INOTIFY_INIT, INOTRACE_BACKEND_TRACEPOINT, -1, 0, 0, 0, 0);
@@ -678,12 +692,15 @@ int tp_exit_inotify_rm_watch(struct sc_exit_ctx *ctx)
 	return exit_call(INOTRACE_SC_INOTIFY_RM_WATCH, ctx->ret);
 }
 
+#endif
+
 /* ---- kprobe front end ------------------------------------------------- */
 
 /* Since 4.17 x86-64 syscall functions (__x64_sys_X) take one argument, the
  * user's saved pt_regs, and the real arguments live in it (SYSCALL_WRAPPER=1,
  * set by user space from the function name BCC resolves). Older kernels pass
  * them directly in the probe's registers. Register offsets come from BTF. */
+#if FRONT_END_KPROBE
 static __always_inline __u64 syscall_arg(struct pt_regs *ctx, __u64 reg_off)
 {
 	__u64 v = 0;
@@ -743,6 +760,8 @@ int kr_exit_inotify_rm_watch(struct pt_regs *ctx)
 	return exit_call(INOTRACE_SC_INOTIFY_RM_WATCH, (__s64)PT_REGS_RC(ctx));
 }
 
+#endif
+
 /* ---- fentry front end (BPF trampolines) ------------------------------- */
 
 /* fentry/fexit programs are called from a trampoline patched into the
@@ -755,6 +774,7 @@ int kr_exit_inotify_rm_watch(struct pt_regs *ctx)
  * function named kfunc__F (kretfunc__F) as fentry (fexit) on F; inotrace
  * attaches each one itself (never BCC's autoload), so a kernel without
  * trampolines fails per probe and `auto` falls back. */
+#if FRONT_END_FENTRY
 static __always_inline __u64 fentry_arg(unsigned long long *ctx, __u64 reg_off)
 {
 	__u64 v = 0;
@@ -807,6 +827,8 @@ int kretfunc____x64_sys_inotify_rm_watch(unsigned long long *ctx)
 {
 	return exit_call(INOTRACE_SC_INOTIFY_RM_WATCH, (__s64)ctx[1]);
 }
+
+#endif
 
 /* ---- opens: counted in the kernel, streamed only on request ------------ */
 
@@ -1053,6 +1075,7 @@ static __always_inline int open_exit(__u32 call, __s64 ret, __u32 backend)
 }
 
 /* Tracepoint front end: the exit alone counts; entries only when streaming. */
+#if FRONT_END_TRACEPOINT
 int tp_exit_open(struct sc_exit_ctx *ctx) { return open_exit(INOTRACE_OC_OPEN, ctx->ret, INOTRACE_BACKEND_TRACEPOINT); }
 int tp_exit_openat(struct sc_exit_ctx *ctx) { return open_exit(INOTRACE_OC_OPENAT, ctx->ret, INOTRACE_BACKEND_TRACEPOINT); }
 int tp_exit_openat2(struct sc_exit_ctx *ctx) { return open_exit(INOTRACE_OC_OPENAT2, ctx->ret, INOTRACE_BACKEND_TRACEPOINT); }
@@ -1062,9 +1085,12 @@ int tp_exit_open_by_handle_at(struct sc_exit_ctx *ctx)
 	return open_exit(INOTRACE_OC_OPEN_BY_HANDLE_AT, ctx->ret, INOTRACE_BACKEND_TRACEPOINT);
 }
 
+#endif
+
 /* Kprobe front end: open, openat, openat2 and creat all reach
  * do_sys_openat2 (>= 5.6). do_sys_open is inlined there on 6.1: a kprobe on
  * it attaches and never fires, so it is not used. */
+#if FRONT_END_KPROBE
 int kr_exit_do_sys_openat2(struct pt_regs *ctx)
 {
 	return open_exit(0, (__s64)(int)PT_REGS_RC(ctx), INOTRACE_BACKEND_KPROBE);
@@ -1075,8 +1101,11 @@ int kr_exit_open_by_handle_at(struct pt_regs *ctx)
 	return open_exit(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s64)PT_REGS_RC(ctx), INOTRACE_BACKEND_KPROBE);
 }
 
+#endif
+
 /* fentry front end: do_sys_openat2(int dfd, const char __user *filename,
  * struct open_how *how) returns long, after its three arguments. */
+#if FRONT_END_FENTRY
 int kretfunc__do_sys_openat2(unsigned long long *ctx)
 {
 	return open_exit(0, (__s64)(int)ctx[3], INOTRACE_BACKEND_FENTRY);
@@ -1087,7 +1116,10 @@ int kretfunc____x64_sys_open_by_handle_at(unsigned long long *ctx)
 	return open_exit(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s64)ctx[1], INOTRACE_BACKEND_FENTRY);
 }
 
+#endif
+
 #if STREAM_OPENS
+#if FRONT_END_TRACEPOINT
 int tp_enter_open(struct sc_enter_ctx *ctx)
 {
 	return open_enter(INOTRACE_OC_OPEN, -100, ctx->args[0], (__u32)ctx->args[1], (__u32)ctx->args[2]);
@@ -1112,6 +1144,9 @@ int tp_enter_open_by_handle_at(struct sc_enter_ctx *ctx)
 {
 	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)ctx->args[0], 0, (__u32)ctx->args[2], 0);
 }
+#endif
+
+#if FRONT_END_KPROBE
 /* do_sys_openat2(int dfd, const char __user *filename, struct open_how *how) */
 int kp_enter_do_sys_openat2(struct pt_regs *ctx)
 {
@@ -1126,6 +1161,9 @@ int kp_enter_open_by_handle_at(struct pt_regs *ctx)
 	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)syscall_arg(ctx, OFF_PT_REGS_ARG0), 0,
 			  (__u32)syscall_arg(ctx, OFF_PT_REGS_ARG2), 0);
 }
+#endif
+
+#if FRONT_END_FENTRY
 int kfunc__do_sys_openat2(unsigned long long *ctx)
 {
 	__u64 how[2] = {};
@@ -1138,6 +1176,7 @@ int kfunc____x64_sys_open_by_handle_at(unsigned long long *ctx)
 	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0,
 			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG2), 0);
 }
+#endif
 #endif
 
 /* ---- opens the kernel makes itself (fentry and kprobe backends) --------- */
@@ -1222,6 +1261,7 @@ static __always_inline void filp_args(struct open_args *a, __s32 dfd, __u64 name
 }
 #endif
 
+#if FRONT_END_FENTRY
 /* fexit do_filp_open: the arguments are still there beside the result. */
 int kretfunc__do_filp_open(unsigned long long *ctx)
 {
@@ -1246,6 +1286,9 @@ int kretfunc__do_filp_open(unsigned long long *ctx)
 	return 0;
 }
 
+#endif
+
+#if FRONT_END_KPROBE
 int kr_exit_do_filp_open(struct pt_regs *ctx)
 {
 	struct inotrace_open_key key = {};
@@ -1284,6 +1327,7 @@ int kp_enter_do_filp_open(struct pt_regs *ctx)
 		count_lost(INOTRACE_LOST_INFLIGHT);
 	return 0;
 }
+#endif
 #endif
 #endif
 

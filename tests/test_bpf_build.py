@@ -83,3 +83,8 @@ def test_ebpf_output_follows_the_command() -> None:
     top = run_cli("top", "--ebpf").stdout
     assert "#define STREAM_CALLS 0\n" in top and "#define STREAM_LIMIT_FAILURES 1\n" in top
     assert "#define STREAM_LIMIT_FAILURES 0\n" in serve and "#define STREAM_LIMIT_FAILURES 0\n" in trace
+    # one backend asked for: only its front ends are compiled; auto needs all three to fall back
+    fentry = run_cli("serve", "--probes=fentry", "--ebpf").stdout
+    for backend in ("tracepoint", "kprobe", "fentry"):
+        assert f"#define FRONT_END_{backend.upper()} 1\n" in serve
+        assert f"#define FRONT_END_{backend.upper()} {int(backend == 'fentry')}\n" in fentry

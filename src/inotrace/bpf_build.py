@@ -15,6 +15,7 @@ from typing import Any
 from . import tracefs
 from .btf import resolve_offsets
 from .errors import InotraceError
+from .probes import BACKENDS
 
 # io_uring tracepoint fields the C reads, passed as -D offsets from tracefs.
 IOU_FIELDS = (
@@ -41,6 +42,9 @@ class BuildOptions:
     stream_opens: bool = False  # every open to the ring (`trace --opens`)
     stream_calls: bool = True  # a record per inotify call (an audit stream is written)
     stream_limit_failures: bool = False  # without stream_calls: still each add_watch failing with ENOSPC
+    # the backends whose syscall and open hooks are compiled: the one asked
+    # for, or every one for `auto` (a third of the hooks each)
+    front_ends: tuple[str, ...] = BACKENDS
     # trace's --pid/--uid/--comm, applied in the kernel to streamed opens
     filter_pids: tuple[int, ...] = ()
     filter_uids: tuple[int, ...] = ()
@@ -113,6 +117,7 @@ class Build:
             ("STREAM_OPENS", int(opts.stream_opens)),
             ("STREAM_CALLS", int(opts.stream_calls)),
             ("STREAM_LIMIT_FAILURES", int(opts.stream_limit_failures)),
+            *((f"FRONT_END_{b.upper()}", int(b in opts.front_ends)) for b in BACKENDS),
             ("FILTER_PIDS", len(opts.filter_pids)),
             ("FILTER_UIDS", len(opts.filter_uids)),
             ("FILTER_COMMS", len(opts.filter_comms)),

@@ -369,6 +369,7 @@ def _require_privileges() -> None:
 def build_options(args: argparse.Namespace) -> BuildOptions:
     """What this command needs of the BPF program (the program it runs and the one --ebpf prints)."""
     from .bpf_build import BuildOptions  # noqa: PLC0415
+    from .probes import BACKENDS  # noqa: PLC0415
 
     opens = getattr(args, "opens", False)
     # trace's filters, for streamed opens in the kernel (inotify records all
@@ -385,6 +386,7 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
         stream_calls=args.command == "trace" or bool(getattr(args, "log_events", None)),
         # top shows who hit the watch limit, and needs no other add_watch record
         stream_limit_failures=args.command == "top",
+        front_ends=BACKENDS if args.probes == "auto" else (args.probes,),
     )
 
 
