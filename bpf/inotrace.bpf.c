@@ -113,13 +113,27 @@
 #ifndef FILTER_COMMS
 #define FILTER_COMMS 0
 #endif
-/* io_uring tracepoint field offsets, from tracefs format files (-1: absent). */
-#ifndef IOU_SUBMIT_REQ
-#define IOU_SUBMIT_REQ -1
+/* io_uring tracepoint field offsets, from tracefs format files (-1: absent).
+ * A request is followed from submission to completion by its struct
+ * io_kiocb (req). 5.10's io_uring_complete has no req (IOU_BY_USER_DATA):
+ * there the ring (ctx) and the user_data the application chose name it, and
+ * submission notes req -> that key for io_uring_queue_async_work, which has
+ * req alone. Two opens in flight on one ring with the same user_data are
+ * then one (applications give each request its own user_data to tell their
+ * completions apart). */
+#ifndef IOU_SUBMIT_OPCODE
 #define IOU_SUBMIT_OPCODE -1
+#define IOU_SUBMIT_REQ -1
+#define IOU_SUBMIT_CTX -1
+#define IOU_SUBMIT_USER_DATA -1
 #define IOU_ASYNC_REQ -1
 #define IOU_COMPLETE_REQ -1
+#define IOU_COMPLETE_CTX -1
+#define IOU_COMPLETE_USER_DATA -1
 #define IOU_COMPLETE_RES -1
+#endif
+#ifndef IOU_BY_USER_DATA
+#define IOU_BY_USER_DATA 0
 #endif
 
 /* task_struct->flags bits (include/linux/sched.h), unchanged since 5.12:
@@ -207,10 +221,14 @@ static __always_inline void set_umh(__u32 tgid, int on)
 
 	if (!w)
 		return;
-	if (on)
-		__sync_fetch_and_or(w, bit);
-	else if (*w & bit)
-		__sync_fetch_and_and(w, ~bit);
+	/* Atomic adds, not or/and: BPF has atomic or/and only since 5.12. Only
+	 * this tgid's bit moves (checked first), and a tgid's task_newtask
+	 * never runs twice at once (it is born once until it dies), so adds of
+	 * different bits of a word never clash and set/clear stay exact. */
+	if (on && !(*w & bit))
+		__sync_fetch_and_add(w, bit);
+	else if (!on && (*w & bit))
+		__sync_fetch_and_add(w, -bit);
 }
 
 /* An io_uring open between submission and completion, keyed by request. */
@@ -225,7 +243,16 @@ struct iou_open {
 	__u16 call;
 	__u64 cgroup_id;
 };
-BPF_HASH(iou_opens, __u64, struct iou_open, IOU_REQS_MAX);
+/* { req, 0 }, or { ring, user_data } with IOU_BY_USER_DATA */
+struct iou_key {
+	__u64 id;
+	__u64 user_data;
+};
+BPF_HASH(iou_opens, struct iou_key, struct iou_open, IOU_REQS_MAX);
+#if IOU_BY_USER_DATA
+/* req -> the key of the open it is (LRU: a req whose open completed is dropped in time) */
+BPF_TABLE("lru_hash", __u64, struct iou_key, iou_reqs, IOU_REQS_MAX);
+#endif
 
 #if STREAM_OPENS
 /* What `trace --opens` was asked to show, filled by user space before any
@@ -775,11 +802,25 @@ int kr_exit_inotify_rm_watch(struct pt_regs *ctx)
  * attaches each one itself (never BCC's autoload), so a kernel without
  * trampolines fails per probe and `auto` falls back. */
 #if FRONT_END_FENTRY
-static __always_inline __u64 fentry_arg(unsigned long long *ctx, __u64 reg_off)
+/* A pointer argument of a traced function, as a plain number: read through a
+ * helper, never loaded from ctx. The verifier types ctx from BTF, and before
+ * 5.16 it refuses a load of any pointer argument that does not point to a
+ * struct (5.10: "func '__x64_sys_inotify_init1' arg0 type FWD is not a
+ * struct", pt_regs being a forward declaration there; a char * likewise). */
+static __always_inline __u64 fentry_ctx(unsigned long long *ctx, int i)
 {
 	__u64 v = 0;
 
-	bpf_probe_read_kernel(&v, sizeof(v), (void *)ctx[0] + reg_off);
+	bpf_probe_read_kernel(&v, sizeof(v), &ctx[i]);
+	return v;
+}
+
+/* A syscall argument from the saved user registers (regs: fentry_ctx(ctx, 0)). */
+static __always_inline __u64 reg_arg(__u64 regs, __u64 reg_off)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)regs + reg_off);
 	return v;
 }
 
@@ -791,20 +832,24 @@ int kfunc____x64_sys_inotify_init(unsigned long long *ctx)
 int kfunc____x64_sys_inotify_init1(unsigned long long *ctx)
 {
 	return enter_call(INOTRACE_SC_INOTIFY_INIT1, INOTRACE_BACKEND_FENTRY, -1, 0,
-			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0, 0);
+			  (__u32)reg_arg(fentry_ctx(ctx, 0), OFF_PT_REGS_ARG0), 0, 0);
 }
 
 int kfunc____x64_sys_inotify_add_watch(unsigned long long *ctx)
 {
+	__u64 regs = fentry_ctx(ctx, 0);
+
 	return enter_call(INOTRACE_SC_INOTIFY_ADD_WATCH, INOTRACE_BACKEND_FENTRY,
-			  (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), fentry_arg(ctx, OFF_PT_REGS_ARG1), 0,
-			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG2), 0);
+			  (__s32)reg_arg(regs, OFF_PT_REGS_ARG0), reg_arg(regs, OFF_PT_REGS_ARG1), 0,
+			  (__u32)reg_arg(regs, OFF_PT_REGS_ARG2), 0);
 }
 
 int kfunc____x64_sys_inotify_rm_watch(unsigned long long *ctx)
 {
+	__u64 regs = fentry_ctx(ctx, 0);
+
 	return enter_call(INOTRACE_SC_INOTIFY_RM_WATCH, INOTRACE_BACKEND_FENTRY,
-			  (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0, 0, 0, (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG1));
+			  (__s32)reg_arg(regs, OFF_PT_REGS_ARG0), 0, 0, 0, (__s32)reg_arg(regs, OFF_PT_REGS_ARG1));
 }
 
 /* fexit of long F(const struct pt_regs *): the return value is ctx[1]. */
@@ -1168,13 +1213,15 @@ int kfunc__do_sys_openat2(unsigned long long *ctx)
 {
 	__u64 how[2] = {};
 
-	bpf_probe_read_kernel(how, sizeof(how), (void *)ctx[2]);
-	return open_enter(INOTRACE_OC_DO_SYS_OPENAT2, (__s32)ctx[0], ctx[1], (__u32)how[0], (__u32)how[1]);
+	bpf_probe_read_kernel(how, sizeof(how), (void *)fentry_ctx(ctx, 2));
+	return open_enter(INOTRACE_OC_DO_SYS_OPENAT2, (__s32)ctx[0], fentry_ctx(ctx, 1), (__u32)how[0], (__u32)how[1]);
 }
 int kfunc____x64_sys_open_by_handle_at(unsigned long long *ctx)
 {
-	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)fentry_arg(ctx, OFF_PT_REGS_ARG0), 0,
-			  (__u32)fentry_arg(ctx, OFF_PT_REGS_ARG2), 0);
+	__u64 regs = fentry_ctx(ctx, 0);
+
+	return open_enter(INOTRACE_OC_OPEN_BY_HANDLE_AT, (__s32)reg_arg(regs, OFF_PT_REGS_ARG0), 0,
+			  (__u32)reg_arg(regs, OFF_PT_REGS_ARG2), 0);
 }
 #endif
 #endif
@@ -1279,7 +1326,7 @@ int kretfunc__do_filp_open(unsigned long long *ctx)
 	if (open_traced(bpf_get_current_pid_tgid())) {
 		struct open_args a = {};
 
-		filp_args(&a, (__s32)ctx[0], ctx[1], ctx[2]);
+		filp_args(&a, (__s32)ctx[0], fentry_ctx(ctx, 1), fentry_ctx(ctx, 2));
 		stream_open(&a, &key, filp_ret(file), INOTRACE_BACKEND_FENTRY);
 	}
 #endif
@@ -1342,18 +1389,32 @@ static __always_inline __u64 tp_u64(void *ctx, int off)
 	return v;
 }
 
-/* io_uring:io_uring_submit_req. An open is remembered until it completes;
- * any other request clears its slot (request memory is recycled). */
+/* The key of the request a submission or completion record is about. */
+static __always_inline void iou_key_of(void *ctx, struct iou_key *k, int req_off, int ring_off, int user_data_off)
+{
+#if IOU_BY_USER_DATA
+	k->id = tp_u64(ctx, ring_off);
+	k->user_data = tp_u64(ctx, user_data_off);
+#else
+	k->id = tp_u64(ctx, req_off);
+#endif
+}
+
+/* io_uring:io_uring_submit_req (io_uring_submit_sqe before 6.2). An open is
+ * remembered until it completes; any other request clears its slot (request
+ * memory is recycled). */
 int tp_iou_submit_req(void *ctx)
 {
-	__u64 req = tp_u64(ctx, IOU_SUBMIT_REQ), id;
+	struct iou_key key = {};
+	__u64 id;
 	__u8 opcode = 0;
 	struct iou_open o = {};
 	void *task;
 
+	iou_key_of(ctx, &key, IOU_SUBMIT_REQ, IOU_SUBMIT_CTX, IOU_SUBMIT_USER_DATA);
 	bpf_probe_read_kernel(&opcode, 1, ctx + IOU_SUBMIT_OPCODE);
 	if (opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2) {
-		iou_opens.delete(&req);
+		iou_opens.delete(&key);
 		return 0;
 	}
 	id = bpf_get_current_pid_tgid();
@@ -1368,17 +1429,34 @@ int tp_iou_submit_req(void *ctx)
 	/* submitted by the SQPOLL thread: a worker already */
 	o.origin = task_flags(task) & PF_IO_WORKER ? INOTRACE_ORIGIN_IO_URING_WORKER : INOTRACE_ORIGIN_IO_URING;
 	o.call = opcode == IORING_OP_OPENAT ? INOTRACE_OC_IO_URING_OPENAT : INOTRACE_OC_IO_URING_OPENAT2;
-	if (iou_opens.update(&req, &o))
+	if (iou_opens.update(&key, &o))
 		count_lost(INOTRACE_LOST_IO_URING);
+#if IOU_BY_USER_DATA && IOU_SUBMIT_REQ >= 0
+	{
+		__u64 req = tp_u64(ctx, IOU_SUBMIT_REQ);
+
+		iou_reqs.update(&req, &key);
+	}
+#endif
 	return 0;
 }
 
 /* io_uring:io_uring_queue_async_work: the request goes to an io-wq worker. */
 int tp_iou_queue_async_work(void *ctx)
 {
-	__u64 req = tp_u64(ctx, IOU_ASYNC_REQ);
-	struct iou_open *o = iou_opens.lookup(&req);
+	__u64 req = IOU_ASYNC_REQ >= 0 ? tp_u64(ctx, IOU_ASYNC_REQ) : 0;
+	struct iou_open *o;
+#if IOU_BY_USER_DATA
+	struct iou_key *key = iou_reqs.lookup(&req);
 
+	if (!key)
+		return 0;
+	o = iou_opens.lookup(key);
+#else
+	struct iou_key key = { .id = req };
+
+	o = iou_opens.lookup(&key);
+#endif
 	if (o)
 		o->origin = INOTRACE_ORIGIN_IO_URING_WORKER;
 	return 0;
@@ -1387,11 +1465,13 @@ int tp_iou_queue_async_work(void *ctx)
 /* io_uring:io_uring_complete: res is the new fd or -errno. */
 int tp_iou_complete(void *ctx)
 {
-	__u64 req = tp_u64(ctx, IOU_COMPLETE_REQ);
-	struct iou_open *o = iou_opens.lookup(&req);
+	struct iou_key req = {};
+	struct iou_open *o;
 	struct inotrace_open_key key = {};
 	__s32 res = 0;
 
+	iou_key_of(ctx, &req, IOU_COMPLETE_REQ, IOU_COMPLETE_CTX, IOU_COMPLETE_USER_DATA);
+	o = iou_opens.lookup(&req);
 	if (!o)
 		return 0;
 	bpf_probe_read_kernel(&res, sizeof(res), ctx + IOU_COMPLETE_RES);
@@ -1424,8 +1504,8 @@ int tp_iou_complete(void *ctx)
 
 /* raw tracepoint task:task_newtask(struct task_struct *task, u64 clone_flags),
  * in the parent's context. A new thread group whose parent is a kernel
- * thread is a usermode helper (call_usermodehelper: kworker -> exec), and so
- * is every process it forks. Any other new thread group clears its tgid, so
+ * thread is a usermode helper (call_usermodehelper: kworker -> exec) or a
+ * kernel thread, and every process a helper forks is a helper. Any other new thread group clears its tgid, so
  * a reused pid never inherits a dead helper's mark. */
 int raw_task_newtask(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -1436,8 +1516,11 @@ int raw_task_newtask(struct bpf_raw_tracepoint_args *ctx)
 	if (clone_flags & CLONE_THREAD)
 		return 0;
 	bpf_probe_read_kernel(&child_tgid, sizeof(child_tgid), child + OFF_TASK_TGID);
-	if (!(task_flags(child) & PF_KTHREAD) &&
-	    ((task_flags((void *)bpf_get_current_task()) & PF_KTHREAD) || is_umh(parent_tgid))) {
+	/* The child's own PF_KTHREAD is not asked: before 5.17 (user_mode_thread)
+	 * a helper starts as a kernel thread and loses the flag only at exec. A
+	 * real kernel thread marked so is still origin kernel_thread (task_origin
+	 * asks PF_KTHREAD first), and its tgid is cleared when it is reused. */
+	if ((task_flags((void *)bpf_get_current_task()) & PF_KTHREAD) || is_umh(parent_tgid)) {
 		set_umh(child_tgid, 1);
 		return 0;
 	}

@@ -82,6 +82,14 @@ def kernel_has_fentry() -> bool:
     return True
 
 
+def kernel_has_task_pt_regs() -> bool:
+    """bpf_task_pt_regs (5.15), which counting the kernel's own opens needs."""
+    from inotrace.btf import Btf  # noqa: PLC0415
+
+    with Btf("/sys/kernel/btf/vmlinux") as btf:
+        return btf.enum_value_or_none("bpf_func_id", "BPF_FUNC_task_pt_regs") is not None
+
+
 def expected_backend(probe: str) -> str:
     """The backend a running inotrace must have attached `probe` with: the one
     asked for (INOTRACE_TEST_PROBES), else auto's choice, read from the kernel:

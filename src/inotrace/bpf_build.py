@@ -17,12 +17,18 @@ from .btf import resolve_offsets
 from .errors import InotraceError
 from .probes import BACKENDS
 
-# io_uring tracepoint fields the C reads, passed as -D offsets from tracefs.
+# io_uring tracepoint fields the C reads, passed as -D offsets from tracefs
+# (-1 where a kernel has no such field). io_uring_submit_sqe before 6.2.
+IOU_SUBMIT = "io_uring_submit_req|io_uring_submit_sqe"
 IOU_FIELDS = (
-    ("IOU_SUBMIT_REQ", "io_uring_submit_req|io_uring_submit_sqe", "req"),
-    ("IOU_SUBMIT_OPCODE", "io_uring_submit_req|io_uring_submit_sqe", "opcode"),
+    ("IOU_SUBMIT_OPCODE", IOU_SUBMIT, "opcode"),
+    ("IOU_SUBMIT_REQ", IOU_SUBMIT, "req"),
+    ("IOU_SUBMIT_CTX", IOU_SUBMIT, "ctx"),
+    ("IOU_SUBMIT_USER_DATA", IOU_SUBMIT, "user_data"),
     ("IOU_ASYNC_REQ", "io_uring_queue_async_work", "req"),
     ("IOU_COMPLETE_REQ", "io_uring_complete", "req"),
+    ("IOU_COMPLETE_CTX", "io_uring_complete", "ctx"),
+    ("IOU_COMPLETE_USER_DATA", "io_uring_complete", "user_data"),
     ("IOU_COMPLETE_RES", "io_uring_complete", "res"),
 )
 
@@ -64,16 +70,24 @@ def _syscall_prefix(bcc: Any) -> bytes:
 
 
 def _io_uring_offsets(tracefs_root: str) -> dict[str, int]:
-    out = {}
+    """-D offsets for the io_uring hooks; {} when these tracepoints cannot
+    follow a request (absent, or a layout the C does not know). A request is
+    followed by req where submission and completion both have it, else (5.10:
+    no req at completion) by the ring and user_data (IOU_BY_USER_DATA)."""
+    out: dict[str, int] = {}
     for macro, events, name in IOU_FIELDS:
-        fields = {}
+        fields: dict[str, tuple[int, int]] = {}
         for event in events.split("|"):
             fields = tracefs.format_fields(tracefs_root, "io_uring", event) or {}
             if fields:
                 break
-        if name not in fields:
-            return {}  # no io_uring tracepoints (or another layout): the probe stays absent
-        out[macro] = fields[name][0]
+        out[macro] = fields[name][0] if name in fields else -1
+    have = {m for m, off in out.items() if off >= 0}
+    by_req = {"IOU_SUBMIT_REQ", "IOU_COMPLETE_REQ"} <= have
+    by_user_data = {"IOU_SUBMIT_CTX", "IOU_SUBMIT_USER_DATA", "IOU_COMPLETE_CTX", "IOU_COMPLETE_USER_DATA"} <= have
+    if not {"IOU_SUBMIT_OPCODE", "IOU_COMPLETE_RES"} <= have or not (by_req or by_user_data):
+        return {}
+    out["IOU_BY_USER_DATA"] = int(not by_req)
     return out
 
 

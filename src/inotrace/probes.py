@@ -128,7 +128,8 @@ PROBES: tuple[ProbeSpec, ...] = (
             "tracepoint": (
                 # io_uring_submit_sqe before 6.2 (same req/opcode fields)
                 Hook("tracepoint", "io_uring:io_uring_submit_req|io_uring_submit_sqe", "tp_iou_submit_req"),
-                Hook("tracepoint", "io_uring:io_uring_queue_async_work", "tp_iou_queue_async_work"),
+                # which requests went to a worker (origin): without it, every one is io_uring's
+                Hook("tracepoint", "io_uring:io_uring_queue_async_work", "tp_iou_queue_async_work", optional=True),
                 Hook("tracepoint", "io_uring:io_uring_complete", "tp_iou_complete"),
             )
         },
