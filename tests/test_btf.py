@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import platform
 import re
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from inotrace.btf import FIELDS, KERNEL_OPEN_FIELDS, Btf, inotify_watch_cost, resolve_offsets
+from conftest import assert_one_line_error, run_cli
+from inotrace.btf import FIELDS, KERNEL_OPEN_FIELDS, Btf, check_kernel, inotify_watch_cost, resolve_offsets
 from inotrace.errors import InotraceError
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
@@ -23,18 +25,21 @@ _EXTRA_C = {
     "UCOUNT_MAX_ELEM_SIZE": "sizeof(((struct user_namespace *)0)->ucount_max[0])",
     "UCOUNT_INOTIFY_INSTANCES": "UCOUNT_INOTIFY_INSTANCES",
     "UCOUNT_INOTIFY_WATCHES": "UCOUNT_INOTIFY_WATCHES",
-    # the kernel opens' registers need bpf_task_pt_regs (>= 5.15: both kernels tested here)
-    "HAVE_KERNEL_OPENS": "BPF_FUNC_task_pt_regs > 0",
-    "HAVE_TASK_BTF": "BPF_FUNC_get_current_task_btf > 0",
 }
+# Helpers some kernels lack, and what their presence switches on: the kernel
+# opens' registers need bpf_task_pt_regs (5.15; 5.10 has neither).
+_HELPERS = {"HAVE_KERNEL_OPENS": "BPF_FUNC_task_pt_regs", "HAVE_TASK_BTF": "BPF_FUNC_get_current_task_btf"}
 
 
 def compiler_offsets(tmp_path: Path) -> dict[str, int]:
     header = tmp_path / "vmlinux.h"
     with header.open("w") as out:
         subprocess.run(["bpftool", "btf", "dump", "file", VMLINUX, "format", "c"], stdout=out, check=True, timeout=120)
-    exprs = {f.macro: f"__builtin_offsetof(struct {f.struct}, {f.path})" for f in FIELDS + KERNEL_OPEN_FIELDS}
-    exprs |= _EXTRA_C
+    enums = set(re.findall(r"\b(BPF_FUNC_\w+) = ", header.read_text()))
+    helpers = {macro: str(int(name in enums)) for macro, name in _HELPERS.items()}
+    fields = FIELDS + (KERNEL_OPEN_FIELDS if helpers["HAVE_KERNEL_OPENS"] == "1" else ())
+    exprs = {f.macro: f"__builtin_offsetof(struct {f.struct}, {f.path})" for f in fields}
+    exprs |= _EXTRA_C | helpers
     lines = "".join(f'    __builtin_printf("{k} %lu\\n", (unsigned long)({v}));\n' for k, v in exprs.items())
     (tmp_path / "off.c").write_text(f'#include "vmlinux.h"\nint main(void) {{\n{lines}    return 0;\n}}\n')
     exe = tmp_path / "off"
@@ -45,7 +50,8 @@ def compiler_offsets(tmp_path: Path) -> dict[str, int]:
 
 def test_every_offset_matches_a_c_compiler(tmp_path: Path) -> None:
     want = compiler_offsets(tmp_path)
-    assert len(want) == len(FIELDS) + len(KERNEL_OPEN_FIELDS) + len(_EXTRA_C)
+    opens = len(KERNEL_OPEN_FIELDS) if want["HAVE_KERNEL_OPENS"] else 0
+    assert len(want) == len(FIELDS) + opens + len(_EXTRA_C) + len(_HELPERS)
     assert resolve_offsets(VMLINUX) == want
 
 
@@ -85,3 +91,33 @@ def test_bad_input_is_one_clear_error(tmp_path) -> None:
         btf.offsetof("task_struct", "no_such_field")
     with Btf(VMLINUX) as btf, pytest.raises(InotraceError, match="no type"):
         btf.offsetof("no_such_struct", "x")
+
+
+def tiny_btf(enum_values: list[str]) -> bytes:
+    """A raw BTF blob holding only `enum bpf_func_id { <enum_values> }` (what
+    an old kernel's BTF looks like to the minimum check)."""
+    strings = b"\0bpf_func_id\0" + b"".join(v.encode() + b"\0" for v in enum_values)
+    offs, at = [], len(b"\0bpf_func_id\0")
+    for v in enum_values:
+        offs.append(at)
+        at += len(v) + 1
+    types = struct.pack("<III", 1, (6 << 24) | len(enum_values), 4)  # BTF_KIND_ENUM, 4 bytes
+    types += b"".join(struct.pack("<Ii", off, i) for i, off in enumerate(offs))
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return header + types + strings
+
+
+def test_a_kernel_older_than_the_minimum_is_one_clear_line(tmp_path) -> None:
+    """5.7 has BTF but no ring buffer and no task_file iterator: refused at start, saying which."""
+    btf = tmp_path / "kernel/btf/vmlinux"
+    btf.parent.mkdir(parents=True)
+    btf.write_bytes(tiny_btf(["BPF_FUNC_unspec", "BPF_FUNC_map_lookup_elem"]))
+    with Btf(str(btf)) as b, pytest.raises(InotraceError, match=r"has no BPF ring buffer.*Linux 5\.8 or newer"):
+        check_kernel(b, "5.7.0-test")
+    btf.write_bytes(tiny_btf(["BPF_FUNC_unspec", "BPF_FUNC_ringbuf_output"]))
+    with Btf(str(btf)) as b, pytest.raises(InotraceError, match="has no BPF task_file iterator"):
+        check_kernel(b, "5.7.0-test")
+    with Btf(VMLINUX) as b:
+        check_kernel(b, platform.release())  # this kernel has both
+    res = run_cli("trace", f"--path.sysfs={tmp_path}")
+    assert_one_line_error(res, "has no BPF task_file iterator, which inotrace needs: Linux 5.8 or newer")

@@ -12,13 +12,16 @@ that says what runs there; this file is where CI checks them.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
+import re
 import subprocess
 
 from conftest import ROOT
 
 TESTS = ROOT / "tests"
 # Names whose use in a test means "this test behaves differently per kernel or backend".
-KERNEL_BRANCHES = {"kernel_has_kprobes", "kernel_has_fentry", "PROBES"}
+KERNEL_BRANCHES = {"kernel_has_kprobes", "kernel_has_fentry", "kernel_has_task_pt_regs", "PROBES"}
 
 
 def lane_plan() -> dict[str, list[str]]:
@@ -75,3 +78,37 @@ def test_the_lane_runs_its_list_with_kprobes_and_every_backend() -> None:
     assert "tests/test_kernel_lane.py" in plan["host"]
     for entry in plan["tests"] + plan["host"] + [p.split("=", 1)[1] for p in plan["plan"] if not p.endswith("=all")]:
         assert (ROOT / entry.split("::")[0]).is_file(), f"the lane lists {entry}, which does not exist"
+
+
+def _matrix_module():  # kernels/matrix.py is a script (the distribution's python3 runs it): load it by path
+    spec = importlib.util.spec_from_file_location("lane_matrix", ROOT / "kernels/matrix.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def default_kernels() -> list[str]:
+    """The kernel series kernels/run boots when LANE_KERNELS is unset."""
+    (found,) = re.findall(r"LANE_KERNELS:-([0-9. ]+)\}", (ROOT / "kernels/run").read_text())
+    return found.split()
+
+
+def test_readme_kernels_table_is_the_committed_full_run() -> None:
+    """The README's "Kernels tested" table is kernels/matrix.json (a real run's, copied from
+    kernels/results), and that run covers every kernel and backend the lane plans, all passed."""
+    matrix_py = _matrix_module()
+    matrix = json.loads((ROOT / "kernels/matrix.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- kernels-table:", 1)[1].split("-->", 1)[1].split("<!-- end kernels-table -->")[0]
+    assert table.strip() == matrix_py.markdown(matrix).strip()
+    assert matrix["ok"]
+    cells = {(c["kernel"], c["backend"]): c for c in matrix["cells"]}
+    backends = set(lane_plan()["backends"])
+    for series in default_kernels():
+        kernels = {k for k, _ in cells if matrix_py.version_key(k)[:2] == tuple(map(int, series.split(".")))}
+        assert len(kernels) == 1, f"series {series}: {kernels}"
+        (kernel,) = kernels
+        assert {b for k, b in cells if k == kernel} == backends, kernel
+    for (kernel, backend), cell in cells.items():
+        assert cell["passed"] > 0 and cell["failed"] + cell["errors"] + cell["skipped"] == 0, (kernel, backend)

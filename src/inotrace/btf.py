@@ -94,6 +94,9 @@ class Btf:
                 return int(tid)
         raise InotraceError(f"kernel BTF has no type {name!r}")
 
+    def has_struct(self, name: str) -> bool:
+        return int(self._lib.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_STRUCT)) > 0
+
     def _members(self, type_id: int) -> list[tuple[str, int, int]]:
         """(name, resolved type id, bit offset) of a struct/union's members."""
         t = self._type(type_id)
@@ -222,9 +225,33 @@ def _kernel_open_offsets(btf: Btf) -> dict[str, int]:
     return {"HAVE_KERNEL_OPENS": 1, **offsets}
 
 
+# What inotrace cannot run without, asked of BTF rather than of the version
+# number (distributions backport): records cross in a BPF ring buffer, and the
+# kernel's instances are read with the task_file iterator, both since 5.8.
+MINIMUM_KERNEL = "5.8"
+REQUIRED: tuple[tuple[str, str, str], ...] = (
+    ("bpf_func_id", "BPF_FUNC_ringbuf_output", "BPF ring buffer"),
+    ("", "bpf_iter__task_file", "BPF task_file iterator"),
+)
+
+
+def check_kernel(btf: Btf, release: str) -> None:
+    """One clear line when this kernel lacks what inotrace needs."""
+    for enum, name, what in REQUIRED:
+        try:
+            have = btf.enum_value_or_none(enum, name) is not None if enum else btf.has_struct(name)
+        except InotraceError:  # not even the enum
+            have = False
+        if not have:
+            raise InotraceError(
+                f"this kernel ({release}) has no {what}, which inotrace needs: Linux {MINIMUM_KERNEL} or newer"
+            )
+
+
 def resolve_offsets(btf_path: str, fields: Iterable[Field] = FIELDS) -> dict[str, int]:
     """Every -D value the BPF C needs: field offsets, array strides, enum values."""
     with Btf(btf_path) as btf:
+        check_kernel(btf, os.uname().release)
         out = {f.macro: btf.offsetof(f.struct, f.path) for f in fields}
         out.update(_kernel_open_offsets(btf))
         # loads through bpf_get_current_task_btf()'s pointer (>= 5.11)
