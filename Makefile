@@ -31,6 +31,6 @@ bench: setup-test
 	$(VENV)/bin/python bench/burst.py
 	$(VENV)/bin/python bench/scrapes.py
 
-# Kernel-matrix lane: Debian's 6.1 (kprobes) in a VM, tests per backend (kernels/README.md).
+# Kernel-matrix lane: Debian's 5.10, 6.1 and 6.12 in VMs, tests per backend (kernels/README.md).
 test-kernels: setup-test
 	@kernels/run

@@ -26,7 +26,25 @@ if [ -n "$(find /etc/shadow -maxdepth 0 -perm -o=r 2>/dev/null)" ]; then
   install -m 0600 /dev/null /run/inotrace-lane-shadow && mount --bind /run/inotrace-lane-shadow /etc/shadow
 fi
 kver=$(uname -r)
-status=$results/status
+status=$results/status-$kver
+# kernels/disk.sh's disk, if attached: what every start of inotrace reads,
+# mounted over the 9p paths it copies (the guest's page cache keeps it).
+modprobe -q virtio_blk 2>/dev/null
+lane_disk=""
+for d in /dev/vd?; do
+  [ -b "$d" ] && [ "$(blkid -s LABEL -o value "$d" 2>/dev/null)" = inotrace-lane ] && { lane_disk=$d; break; }
+done
+if [ -n "$lane_disk" ] && mkdir -p /run/lane-disk && mount -o ro "$lane_disk" /run/lane-disk; then
+  while read -r what a b c; do
+    case $what in
+      bind) mount --bind "/run/lane-disk/$a" "$b" ;;
+      link) [ "$a" = "$kver" ] && ln -sfn "/run/lane-disk/$b" "$c" ;;
+    esac
+  done < /run/lane-disk/manifest
+  echo "inotrace-lane: the lane's disk ($lane_disk) mounted over BCC's libraries, Python, the code and the headers"
+else
+  echo "inotrace-lane: no lane disk: reading everything over 9p"
+fi
 # kernels/run reads this marker: from here on a failure is a test failure,
 # not a boot failure.
 echo "inotrace-lane: guest booted kernel $kver ($(nproc) cpus, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB)"
@@ -45,7 +63,7 @@ while [ $# -ge 2 ]; do
   fi
   if [ "$backend" = bench ]; then
     echo "inotrace-lane: === kernel $kver, bench: ${tests[*]}"
-    "$repo/.venv/bin/python" "$repo/${tests[0]}" --out "$results/backends.json" --path /run
+    "$repo/.venv/bin/python" "$repo/${tests[0]}" --out "$results/backends-$kver.json" --path /run
     continue
   fi
   echo "inotrace-lane: === kernel $kver, --probes $backend: ${tests[*]}"

@@ -1,10 +1,11 @@
 """Summarize the lane's junit files as a kernel x backend matrix.
 
     python3 kernels/matrix.py RESULTS_DIR
+    python3 kernels/matrix.py --markdown MATRIX_JSON    the README's "Kernels tested" table
 
 Reads RESULTS_DIR/junit-<kernel>-<backend>.xml (written by pytest, in the VM
-or on the host) and RESULTS_DIR/status* (the guest's and the host's progress
-logs), prints the table, writes RESULTS_DIR/matrix.json, and exits 0 only
+or on the host), RESULTS_DIR/status* (the guests' and the host's progress
+logs) and RESULTS_DIR/plan (every cell kernels/run meant to run), prints the table, writes RESULTS_DIR/matrix.json, and exits 0 only
 when every planned cell ran and passed everything. Standard library only: it runs with the
 distribution's python3, before or without the project's venv.
 """
@@ -17,7 +18,42 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("kprobe", "tracepoint", "auto")
+BACKENDS = ("fentry", "kprobe", "tracepoint", "auto")
+
+
+def version_key(kernel: str) -> tuple[int, ...]:
+    """"6.12.117+deb13-amd64" -> (6, 12, 117): kernels in version order."""
+    head = kernel.split("-")[0].split("+")[0]
+    return tuple(int(p) for p in head.split(".") if p.isdigit())
+
+
+def cell_order(kernel: str, backend: str) -> tuple[tuple[int, ...], int]:
+    return version_key(kernel), BACKENDS.index(backend) if backend in BACKENDS else len(BACKENDS)
+
+
+def markdown(matrix: dict[str, Any]) -> str:
+    """The matrix as the README shows it: one row per kernel, a column per backend
+    (on the host, fentry and kprobe are the checks that they fail in one line)."""
+    by_kernel: dict[str, dict[str, dict[str, Any]]] = {}
+    for cell in matrix["cells"]:
+        by_kernel.setdefault(cell["kernel"], {})[cell["backend"]] = cell
+    lines = ["| kernel | " + " | ".join(BACKENDS) + " |", "|---|" + "---|" * len(BACKENDS)]
+    for kernel in sorted(by_kernel, key=version_key):
+        row = []
+        for backend in BACKENDS:
+            cell = by_kernel[kernel].get(backend)
+            if cell is None:
+                row.append("-")
+            elif "broken" in cell:
+                row.append("no result")
+            else:
+                bad = cell["failed"] + cell["errors"] + cell["skipped"]
+                row.append(f"{cell['passed']} passed" if not bad else f"FAIL ({bad} of {cell['passed'] + bad})")
+        where = " (this project's host: no kprobes, no trampolines)" if any(
+            c.get("host") for c in by_kernel[kernel].values()
+        ) else ""
+        lines.append(f"| {kernel}{where} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def read_cell(path: Path) -> dict[str, Any]:
@@ -68,8 +104,11 @@ def planned(status: Path) -> list[tuple[str, str, str]]:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--markdown":
+        print(markdown(json.loads(Path(argv[2]).read_text())), end="")
+        return 0
     if len(argv) != 2 or not Path(argv[1]).is_dir():
-        print("usage: matrix.py RESULTS_DIR", file=sys.stderr)
+        print("usage: matrix.py RESULTS_DIR | --markdown MATRIX_JSON", file=sys.stderr)
         return 2
     results = Path(argv[1])
     cells: dict[tuple[str, str], dict[str, Any]] = {}
@@ -83,11 +122,15 @@ def main(argv: list[str]) -> int:
         if (kernel, backend) not in cells:
             why = "did not finish (timed out or crashed)" if state == "started" else "wrote no results"
             cells[(kernel, backend)] = {"broken": why}
+    # every cell kernels/run planned ("<kernel> <backend>" lines): one never started shows too
+    plan = results / "plan"
+    for line in plan.read_text().splitlines() if plan.exists() else ():
+        kernel, _, backend = line.partition(" ")
+        if backend and (kernel, backend) not in cells:
+            cells[(kernel, backend)] = {"broken": "not run (its kernel did not boot, or the lane ran out of time)"}
     ok = bool(cells)
     rows = []
-    for (kernel, backend), cell in sorted(
-        cells.items(), key=lambda kv: (kv[0][0], BACKENDS.index(kv[0][1]) if kv[0][1] in BACKENDS else 9)
-    ):
+    for (kernel, backend), cell in sorted(cells.items(), key=lambda kv: cell_order(*kv[0])):
         if "broken" in cell:
             ok = False
             rows.append((kernel, backend, "-", "-", "-", "-", "-", "NO RESULT: " + cell["broken"]))
@@ -111,10 +154,15 @@ def main(argv: list[str]) -> int:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip())
-    for (kernel, backend), cell in sorted(cells.items()):
+    for (kernel, backend), cell in sorted(cells.items(), key=lambda kv: cell_order(*kv[0])):
         for problem in cell.get("problems", []):
             print(f"  [{kernel} {backend}] {problem}")
-    matrix = [{"kernel": k, "backend": b, **cell} for (k, b), cell in sorted(cells.items())]
+    host = results / "status-host"
+    host_kernel = next((k for k, _, _ in planned(host)), None) if host.exists() else None
+    matrix = [
+        {"kernel": k, "backend": b, "host": k == host_kernel, **cell}
+        for (k, b), cell in sorted(cells.items(), key=lambda kv: cell_order(*kv[0]))
+    ]
     (results / "matrix.json").write_text(json.dumps({"ok": ok, "cells": matrix}, indent=2) + "\n")
     return 0 if ok else 1
 
