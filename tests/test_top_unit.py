@@ -6,9 +6,10 @@ from __future__ import annotations
 import errno
 import io
 
+from factories import make_call
 from inotrace import topdata, toprender
 from inotrace.derived import Holder, LimitFailure, LimitHit
-from inotrace.records import Backend, InotifyCall, Origin, Syscall
+from inotrace.records import Syscall
 from inotrace.topdata import Frame, ProcRow, UserRow
 from inotrace.topterm import PlainTerm, key_name
 from inotrace.topview import ViewState, press, shown_procs
@@ -106,27 +107,8 @@ def test_growth_over_the_window() -> None:
 
 def test_screen_80x24() -> None:
     fail = LimitFailure(
-        InotifyCall(
-            ts_ns=0,
-            syscall=Syscall.INOTIFY_ADD_WATCH,
-            tgid=4242,
-            tid=4242,
-            ppid=1,
-            uid=1000,
-            euid=1000,
-            comm=b"node",
-            cgroup_id=0,
-            ret=-errno.ENOSPC,
-            fd=3,
-            flags=0,
-            mask=0,
-            wd=0,
-            path=b"/x",
-            path_truncated=False,
-            path_fault=False,
-            group=0,
-            origin=Origin.USER,
-            backend=Backend.TRACEPOINT,
+        make_call(
+            syscall=Syscall.INOTIFY_ADD_WATCH, tgid=4242, tid=4242, uid=1000, euid=1000, comm=b"node", ret=-errno.ENOSPC
         ),
         LimitHit("watches", 1000, 8192, 8192, (Holder(4242, 1, 8000, b"node"), Holder(901, 1, 100, b"code"))),
     )
