@@ -171,7 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inotrace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_serve(sub)
+    _add_snapshot(sub)
+    _add_top(sub)
+    _add_trace(sub)
+    return parser
 
+
+def _add_serve(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the Prometheus exporter")
     _add_common(serve)
     serve.add_argument(
@@ -226,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_accounting(serve)
 
+
+def _add_snapshot(sub: Any) -> None:
     snap = sub.add_parser("snapshot", help="who holds inotify instances and watches now (procfs; no BPF, no root)")
     snap.add_argument("--json", action="store_true", help="machine-readable output")
     snap.add_argument(
@@ -266,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info")
     snap.set_defaults(ebpf=False)
 
-    _add_top(sub)
 
+def _add_trace(sub: Any) -> None:
     trace = sub.add_parser("trace", help="print every inotify call as it happens")
     _add_common(trace)
     trace.add_argument("--pid", type=_pid_list, action="append", default=[], help="only this pid/tid (repeatable)")
@@ -276,7 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--format", choices=("json", "table"), default="json", help="(default: %(default)s)")
     trace.add_argument("--opens", action="store_true", help="also stream every file open (batched; drops are counted)")
     _add_accounting(trace)
-    return parser
 
 
 def _add_top(sub: Any) -> None:
