@@ -145,7 +145,7 @@ def _holding_the_difference(
         slack = sum(_moves(i.state, again.get(i.group)) for i in group if i not in calm)
         if calm and (full or abs(users[uc].watches - sum(i.count for i in group)) > slack):
             out.extend(calm)
-        else:
+        elif log.isEnabledFor(logging.DEBUG):
             # why a difference is left for a later sample: the next failure of
             # "the kernel removed a watch and nothing noticed" says which
             log.debug(
