@@ -132,7 +132,9 @@ Pin-Priority: -1
     printf '%s' "$want_prefs" > "$prefs"
     apt_updated=0
   fi
-  if ! apt-cache policy 2>/dev/null | grep -q "n=trixie"; then apt_update; fi
+  local policy
+  policy=$(apt-cache policy 2>/dev/null)  # (grep -q on a pipe would SIGPIPE apt-cache under pipefail)
+  grep -q "n=trixie" <<< "$policy" || apt_update
   local upgrades
   upgrades=$(apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' | grep -cE 'bullseye|trixie' || true)
   [ "$upgrades" = 0 ] || die "apt would upgrade $upgrades package(s) from bullseye/trixie: check $prefs"
