@@ -17,6 +17,7 @@ from typing import Any
 from . import tracefs
 from .bpf_build import Build
 from .errors import InotraceError
+from .kallsyms import KernelSymbols
 from .probes import BACKENDS, PROBES, Hook, ProbeSpec, ProbeStatus
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ class NoSuchBackend(LookupError):
 class Attacher:
     """The hooks of one compiled program: attach them, or only load (verify) them."""
 
-    def __init__(self, bcc: Any, bpf: Any, build: Build) -> None:
+    def __init__(self, bcc: Any, bpf: Any, build: Build, symbols: KernelSymbols) -> None:
         self._bcc = bcc
+        self.symbols = symbols
         self.bpf = bpf
         self.build = build
         self.probes: list[ProbeStatus] = []
@@ -94,14 +96,14 @@ class Attacher:
                     raise RuntimeError(f"{hook.target} has an unexpected layout: {bad}")
         elif hook.kind in ("kprobe", "kretprobe"):
             fn = self._function(hook.target)
-            if self._bcc.BPF.ksymname(fn) == -1:
+            if not self.symbols.has(fn):
                 raise LookupError(f"no kernel function {fn.decode()}")
             if not os.path.exists(os.path.join(self.build.tracefs, "kprobe_events")):
                 raise NoSuchBackend(
                     f"cannot attach kprobe to {fn.decode()}: this kernel has no kprobe support (CONFIG_KPROBES off)"
                 )
         elif hook.kind in ("fentry", "fexit"):
-            if self._bcc.BPF.ksymname(hook.target.encode()) == -1:
+            if not self.symbols.has(hook.target.encode()):
                 raise LookupError(f"no kernel function {hook.target}")
         elif not os.path.isdir(os.path.join(self.build.tracefs, "events", "task", hook.target)):
             raise LookupError(f"no raw tracepoint {hook.target}")

@@ -15,6 +15,7 @@ from typing import Any
 from . import tracefs
 from .btf import resolve_offsets
 from .errors import InotraceError
+from .kallsyms import KernelSymbols
 from .probes import BACKENDS
 
 # io_uring tracepoint fields the C reads, passed as -D offsets from tracefs
@@ -62,9 +63,9 @@ def bpf_dir() -> Any:
     return importlib.resources.files("inotrace") / "bpf"
 
 
-def _syscall_prefix(bcc: Any) -> bytes:
+def _syscall_prefix(symbols: KernelSymbols) -> bytes:
     for prefix in SYSCALL_PREFIXES:
-        if bcc.BPF.ksymname(prefix + b"inotify_init1") != -1:
+        if symbols.has(prefix + b"inotify_init1"):
             return prefix
     return SYSCALL_PREFIXES[0]
 
@@ -116,12 +117,12 @@ class Build:
     has_kernel_opens: bool  # bpf_task_pt_regs and do_filp_open's argument types (btf.KERNEL_OPEN_FIELDS)
 
     @classmethod
-    def resolve(cls, bcc: Any, opts: BuildOptions) -> Build:
+    def resolve(cls, symbols: KernelSymbols, opts: BuildOptions) -> Build:
         offsets = resolve_offsets(os.path.join(opts.sysfs, "kernel/btf/vmlinux"))
         # BCC looks for tracefs under the real /sys whatever --path.sysfs says
         root = tracefs.ensure_mounted("/sys")
         iou = _io_uring_offsets(root)
-        prefix = _syscall_prefix(bcc)
+        prefix = _syscall_prefix(symbols)
         defines = [
             *sorted({**offsets, **iou}.items()),
             ("SYSCALL_WRAPPER", 0 if prefix == b"sys_" else 1),

@@ -11,6 +11,7 @@ from .bpf_attach import Attacher, captured_stderr
 from .bpf_build import Build, BuildOptions
 from .bpf_maps import ITERATOR, Maps
 from .errors import InotraceError
+from .kallsyms import KernelSymbols
 from .memory import release_compiler_memory
 from .probes import ProbeStatus
 
@@ -50,7 +51,8 @@ class Program:
 
     def __init__(self, opts: BuildOptions | None = None, extra_cflags: tuple[str, ...] = ()) -> None:
         self._bcc = _import_bcc()
-        build = self.build = Build.resolve(self._bcc, opts or BuildOptions())
+        self._symbols = KernelSymbols()
+        build = self.build = Build.resolve(self._symbols, opts or BuildOptions())
         self.cflags = build.cflags(extra_cflags)
         if not os.path.isdir(kernel_headers_dir()):
             raise InotraceError(
@@ -66,7 +68,7 @@ class Program:
         release_compiler_memory()
         own = self.bpf[b"own_tgid"]
         own[own.Key(0)] = own.Leaf(os.getpid())  # the self-test's calls are always recorded
-        self.attacher = Attacher(self._bcc, self.bpf, build)
+        self.attacher = Attacher(self._bcc, self.bpf, build, self._symbols)
         self.maps = Maps(self._bcc, self.bpf)
         o = build.opts
         self.maps.set_trace_filter(o.filter_pids, o.filter_uids, o.filter_comms)  # before any hook runs
@@ -79,10 +81,13 @@ class Program:
     @staticmethod
     def render(opts: BuildOptions) -> str:
         """The program exactly as it would load, as one file (bcc's --ebpf)."""
-        return Build.resolve(_import_bcc(), opts).text()
+        return Build.resolve(KernelSymbols(), opts).text()
 
     def attach(self, mode: str) -> list[ProbeStatus]:
-        return self.attacher.attach(mode)
+        try:
+            return self.attacher.attach(mode)
+        finally:
+            self._symbols.release()
 
     @property
     def probes(self) -> list[ProbeStatus]:
