@@ -1,16 +1,16 @@
 #!/bin/bash
-# Runs INSIDE the lane's VM (kernels/run boots it): one boot, every backend.
-#   guest.sh RESULTS REPO DESELECT BACKEND TESTS [BACKEND TESTS]...
+# Runs INSIDE the lane's VM (kernels/run boots it): one boot, the backends given.
+#   guest.sh RESULTS REPO VM DESELECT BACKEND TESTS [BACKEND TESTS]...
 # TESTS and DESELECT are comma-separated pytest node ids or files (relative to
-# REPO); DESELECT may be empty.
+# REPO); DESELECT may be empty. VM names this boot's status file (status-VM).
 #
 # The guest shares the host's root filesystem read-only (overlays on /tmp,
 # /etc, /var...); RESULTS is the one directory written back to the host.
 # vng passes no environment in: everything is set here, interpreters are
 # called by full path.
 set -u
-results=$1 repo=$2 deselect=$3
-shift 3
+results=$1 repo=$2 vm=$3 deselect=$4
+shift 4
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 # In CI a skip is a failure (tests/conftest.py); the lane is CI either way.
@@ -26,7 +26,7 @@ if [ -n "$(find /etc/shadow -maxdepth 0 -perm -o=r 2>/dev/null)" ]; then
   install -m 0600 /dev/null /run/inotrace-lane-shadow && mount --bind /run/inotrace-lane-shadow /etc/shadow
 fi
 kver=$(uname -r)
-status=$results/status-$kver
+status=$results/status-$vm
 # kernels/disk.sh's disk, if attached: what every start of inotrace reads,
 # mounted over the 9p paths it copies (the guest's page cache keeps it).
 modprobe -q virtio_blk 2>/dev/null
