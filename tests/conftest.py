@@ -87,7 +87,7 @@ def kernel_has_task_pt_regs() -> bool:
     from inotrace.btf import Btf  # noqa: PLC0415
 
     with Btf("/sys/kernel/btf/vmlinux") as btf:
-        return btf.enum_value_or_none("bpf_func_id", "BPF_FUNC_task_pt_regs") is not None
+        return btf.has_helper("task_pt_regs")
 
 
 def expected_backend(probe: str) -> str:

@@ -97,6 +97,14 @@ class Btf:
     def has_struct(self, name: str) -> bool:
         return int(self._lib.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_STRUCT)) > 0
 
+    def has_helper(self, name: str) -> bool:
+        """Whether this kernel has the BPF helper bpf_<name> (enum bpf_func_id);
+        False also where BTF has no such enum at all."""
+        try:
+            return self.enum_value_or_none("bpf_func_id", f"BPF_FUNC_{name}") is not None
+        except InotraceError:
+            return False
+
     def _members(self, type_id: int) -> list[tuple[str, int, int]]:
         """(name, resolved type id, bit offset) of a struct/union's members."""
         t = self._type(type_id)
@@ -216,7 +224,7 @@ KERNEL_OPEN_FIELDS: tuple[Field, ...] = (
 
 
 def _kernel_open_offsets(btf: Btf) -> dict[str, int]:
-    if btf.enum_value_or_none("bpf_func_id", "BPF_FUNC_task_pt_regs") is None:
+    if not btf.has_helper("task_pt_regs"):
         return {"HAVE_KERNEL_OPENS": 0}
     try:
         offsets = {f.macro: btf.offsetof(f.struct, f.path) for f in KERNEL_OPEN_FIELDS}
@@ -230,19 +238,15 @@ def _kernel_open_offsets(btf: Btf) -> dict[str, int]:
 # kernel's instances are read with the task_file iterator, both since 5.8.
 MINIMUM_KERNEL = "5.8"
 REQUIRED: tuple[tuple[str, str, str], ...] = (
-    ("bpf_func_id", "BPF_FUNC_ringbuf_output", "BPF ring buffer"),
-    ("", "bpf_iter__task_file", "BPF task_file iterator"),
+    ("helper", "ringbuf_output", "BPF ring buffer"),
+    ("struct", "bpf_iter__task_file", "BPF task_file iterator"),
 )
 
 
 def check_kernel(btf: Btf, release: str) -> None:
     """One clear line when this kernel lacks what inotrace needs."""
-    for enum, name, what in REQUIRED:
-        try:
-            have = btf.enum_value_or_none(enum, name) is not None if enum else btf.has_struct(name)
-        except InotraceError:  # not even the enum
-            have = False
-        if not have:
+    for kind, name, what in REQUIRED:
+        if not (btf.has_helper(name) if kind == "helper" else btf.has_struct(name)):
             raise InotraceError(
                 f"this kernel ({release}) has no {what}, which inotrace needs: Linux {MINIMUM_KERNEL} or newer"
             )
@@ -255,7 +259,7 @@ def resolve_offsets(btf_path: str, fields: Iterable[Field] = FIELDS) -> dict[str
         out = {f.macro: btf.offsetof(f.struct, f.path) for f in fields}
         out.update(_kernel_open_offsets(btf))
         # loads through bpf_get_current_task_btf()'s pointer (>= 5.11)
-        out["HAVE_TASK_BTF"] = int(btf.enum_value_or_none("bpf_func_id", "BPF_FUNC_get_current_task_btf") is not None)
+        out["HAVE_TASK_BTF"] = int(btf.has_helper("get_current_task_btf"))
         out["UCOUNT_ELEM_SIZE"] = btf.elem_size("ucounts", "ucount")
         out["UCOUNT_MAX_ELEM_SIZE"] = btf.elem_size("user_namespace", "ucount_max")
         # enum ucount_type moves with kernel config (e.g. UCOUNT_FANOTIFY_*)
