@@ -494,7 +494,7 @@ static __always_inline int enter_call(__u32 syscall, __u32 backend, __s32 fd,
 }
 
 /* add_watch/rm_watch exit: update the instance's counts. Returns 1 when
- * add_watch made a new watch. */
+ * add_watch made a new watch. The call stays in flight until track_done(). */
 static __always_inline int track_exit(struct inflight *in, __s64 ret)
 {
 	struct inotrace_group_state *st = gstate.lookup(&in->group);
@@ -504,7 +504,6 @@ static __always_inline int track_exit(struct inflight *in, __s64 ret)
 
 	if (!st)
 		return 0;
-	__sync_fetch_and_add(&st->inflight, -1);
 	overlap = in->overlap || st->calls != in->calls + 1;
 	if (ret < 0)
 		return 0;
@@ -523,6 +522,18 @@ static __always_inline int track_exit(struct inflight *in, __s64 ret)
 	if (is_new)
 		__sync_fetch_and_add(&st->added, 1);
 	return is_new;
+}
+
+/* The call is over, its record (if any) already in the ring: a reader that
+ * sees no call in flight on an instance knows every record of its calls is
+ * in the ring, below the producer position it reads next (the sampler
+ * settles an instance only once it has applied those records). */
+static __always_inline void track_done(struct inflight *in)
+{
+	struct inotrace_group_state *st = gstate.lookup(&in->group);
+
+	if (st)
+		__sync_fetch_and_add(&st->inflight, -1);
 }
 
 /* Copy a path: a user-supplied one at syscall exit (at entry the page may
@@ -602,39 +613,18 @@ static __always_inline void track_init(__u64 group)
 		count_lost(INOTRACE_LOST_GROUPS);
 }
 
-static __always_inline int exit_call(__u32 syscall, __s64 ret)
+/* The record of one inotify call, for the ring. */
+static __always_inline void submit_call(struct inflight *in, __u32 syscall, __s64 ret, __u64 id, void *task,
+					__u32 euid, __u16 origin, int is_new)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight *inp = inflight.lookup(&id);
 	struct inotrace_inotify_rec *rec;
-	struct inflight in;
 	__u32 zero = 0;
 	__u64 path_len = 0;
-	void *task;
-	__u32 euid;
-	__u16 origin;
 	int is_init = syscall == INOTRACE_SC_INOTIFY_INIT || syscall == INOTRACE_SC_INOTIFY_INIT1;
-	int is_new = 0;
 
-	if (!inp)
-		return 0; /* entered before the probes were attached */
-	in = *inp;
-	inflight.delete(&id);
-	if (in.syscall != syscall)
-		return 0;
-
-	task = (void *)bpf_get_current_task();
-	euid = task_euid(task);
-	origin = task_origin(task, id >> 32);
-	count_call(syscall, ret, euid, origin);
-	if (!is_init && in.group)
-		is_new = track_exit(&in, ret);
-	if (!STREAM_CALLS && !is_init && !is_own(id >> 32) &&
-	    !(STREAM_LIMIT_FAILURES && syscall == INOTRACE_SC_INOTIFY_ADD_WATCH && ret == -ERR_ENOSPC))
-		return 0;
 	rec = scratch.lookup(&zero);
 	if (!rec)
-		return 0;
+		return;
 	rec->rec_flags = is_new ? INOTRACE_F_NEW_WATCH : 0;
 	/* init returns the new fd; add/rm name it (resolved at entry). The
 	 * kernel rejected a call on a non-inotify fd, so a group only on success. */
@@ -647,8 +637,8 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 			learn_inotify_fops(file);
 		if (rec->group)
 			track_init(rec->group);
-	} else if (!is_init && in.group && ret >= 0) {
-		rec->group = in.group;
+	} else if (!is_init && in->group && ret >= 0) {
+		rec->group = in->group;
 	}
 	rec->ts_ns = bpf_ktime_get_ns();
 	rec->kind = INOTRACE_REC_INOTIFY;
@@ -660,16 +650,48 @@ static __always_inline int exit_call(__u32 syscall, __s64 ret)
 	rec->euid = euid;
 	rec->cgroup_id = bpf_get_current_cgroup_id();
 	rec->ret = ret;
-	rec->fd = in.fd;
-	rec->flags = in.flags;
-	rec->mask = in.mask;
-	rec->wd = in.wd;
+	rec->fd = in->fd;
+	rec->flags = in->flags;
+	rec->mask = in->mask;
+	rec->wd = in->wd;
 	rec->origin = origin;
-	rec->backend = in.backend;
+	rec->backend = in->backend;
 	bpf_get_current_comm(&rec->comm, sizeof(rec->comm));
 	if (syscall == INOTRACE_SC_INOTIFY_ADD_WATCH)
-		path_len = read_user_path(rec->path, &rec->rec_flags, in.path);
+		path_len = read_user_path(rec->path, &rec->rec_flags, in->path);
 	submit(rec, offsetof(struct inotrace_inotify_rec, path), path_len);
+}
+
+static __always_inline int exit_call(__u32 syscall, __s64 ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct inflight *inp = inflight.lookup(&id);
+	struct inflight in;
+	void *task;
+	__u32 euid;
+	__u16 origin;
+	int is_init = syscall == INOTRACE_SC_INOTIFY_INIT || syscall == INOTRACE_SC_INOTIFY_INIT1;
+	int is_new = 0;
+
+	if (!inp)
+		return 0; /* entered before the probes were attached */
+	in = *inp;
+	inflight.delete(&id);
+	if (in.syscall != syscall) {
+		track_done(&in); /* that call's exit was missed: it is over all the same */
+		return 0;
+	}
+	task = (void *)bpf_get_current_task();
+	euid = task_euid(task);
+	origin = task_origin(task, id >> 32);
+	count_call(syscall, ret, euid, origin);
+	if (!is_init && in.group)
+		is_new = track_exit(&in, ret);
+	if (STREAM_CALLS || is_init || is_own(id >> 32) ||
+	    (STREAM_LIMIT_FAILURES && syscall == INOTRACE_SC_INOTIFY_ADD_WATCH && ret == -ERR_ENOSPC))
+		submit_call(&in, syscall, ret, id, task, euid, origin, is_new);
+	if (!is_init && in.group)
+		track_done(&in); /* last: after its record */
 	return 0;
 }
 

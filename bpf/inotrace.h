@@ -172,7 +172,7 @@ struct inotrace_group_state {
 	__u64 gen;         /* a fresh value each time the entry is made (inotify_init or first call) */
 	__u64 calls;       /* add_watch/rm_watch calls entered: unchanged across a read = no call ran */
 	__s32 floor;
-	__s32 inflight;    /* calls entered and not yet exited */
+	__s32 inflight;    /* calls entered and not yet over (over: after the exit's record is in the ring) */
 };
 
 /* One inotify file in one process's fd table, written by the task_file

@@ -320,3 +320,70 @@ def test_pre_part_is_exact_while_the_watcher_keeps_adding() -> None:
     assert inst.known and inst.pre == 2
     acc.reconcile(after, never, kernel(after))
     assert inst.count == 15
+
+
+# The ring's positions (reconcile's `ring`): records of calls that were over
+# at a read lie below the producer position read just after it; the model
+# has applied every record below its second value.
+
+
+def test_a_kernel_removal_waits_for_the_records_of_the_calls_before_it() -> None:
+    """Three add_watch calls, then the kernel removes wd 3, all before a
+    sample whose ring still holds the calls' records: settled then, wd 3
+    would go unnamed and come back from its late record. The sample leaves
+    it; the next one, with the records applied, names wd 3."""
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    acc.reconcile([fact(G1, 10, 3, 1, 0, state=st())], never, kernel([]), ring=(100, 100))
+    files = [fact(G1, 10, 3, 1, 2, state=st(added=3, calls=3))]
+    truth = by_fd({(10, 3): {1: 0x100, 2: 0x100}})
+    acc.reconcile(files, truth, kernel(files), ring=(400, 100))
+    assert acc.instances[G1].count == 3 and acc.events == [] and acc.corrections["watch_removed_by_kernel"] == 0
+    for wd in (1, 2, 3):
+        acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd, mask=0x100))
+    acc.reconcile(files, truth, kernel(files), now_ns=9, ring=(400, 400))
+    inst = acc.instances[G1]
+    assert inst.count == 2 and inst.watches == {1: 0x100, 2: 0x100}
+    assert [(e.kind, e.wd, e.mask, e.ts_ns) for e in acc.events] == [(Lifetime.WATCH_REMOVED, 3, 0x100, 9)]
+    assert acc.corrections["watch_removed_by_kernel"] == 1 and acc.drift == {"instances": 0, "watches": 0}
+
+
+def test_a_wd_its_own_rm_watch_removed_is_never_named_the_kernels() -> None:
+    """rm_watch(wd 2), then the kernel removes wd 1, the rm_watch's record
+    still in the ring: only wd 1 is the kernel's."""
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    for wd in (1, 2):
+        acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd))
+    acc.reconcile([fact(G1, 10, 3, 1, 2, state=st(added=2, calls=2))], never, kernel([]), ring=(100, 100))
+    files = [fact(G1, 10, 3, 1, 0, state=st(added=2, removed=1, calls=3))]
+    acc.reconcile(files, by_fd({(10, 3): {}}), kernel(files), ring=(200, 100))
+    assert acc.events == []
+    acc.apply(call(Syscall.INOTIFY_RM_WATCH, G1, wd=2))
+    acc.reconcile(files, by_fd({(10, 3): {}}), kernel(files), ring=(200, 200))
+    assert [(e.kind, e.wd) for e in acc.events] == [(Lifetime.WATCH_REMOVED, 1)]
+    assert acc.corrections["watch_removed_by_kernel"] == 1
+
+
+def test_an_instance_quiet_since_an_earlier_sample_is_settled_while_others_fill_the_ring() -> None:
+    """A burst elsewhere keeps records coming: a quiet instance needs only
+    the records from before it went quiet, not the burst's."""
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    for wd in (1, 2):
+        acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=wd))
+    state = st(added=2, calls=2)
+    acc.reconcile([fact(G1, 10, 3, 1, 2, state=state)], never, kernel([]), ring=(100, 100))
+    files = [fact(G1, 10, 3, 1, 1, state=state)]
+    acc.reconcile(files, by_fd({(10, 3): {1: 2}}), kernel(files), ring=(900, 500))
+    assert [(e.kind, e.wd) for e in acc.events] == [(Lifetime.WATCH_REMOVED, 2)]
+
+
+def test_a_call_in_flight_at_the_read_waits_for_a_quiet_one() -> None:
+    acc = Accounting()
+    acc.apply(call(Syscall.INOTIFY_INIT1, G1, ret=3))
+    acc.apply(call(Syscall.INOTIFY_ADD_WATCH, G1, ret=1))
+    acc.reconcile([fact(G1, 10, 3, 1, 1, state=st(added=1, calls=1))], never, kernel([]), ring=(100, 100))
+    busy = [fact(G1, 10, 3, 1, 0, state=st(added=1, calls=2, inflight=1))]
+    acc.reconcile(busy, never, kernel(busy), ring=(100, 100))
+    assert acc.instances[G1].quiet_since is None

@@ -25,6 +25,12 @@ class FailingMaps:
     def poll(self, _timeout_ms: int, _limit: int) -> list[bytes]:
         return []
 
+    def ring_reserved(self) -> int:
+        return 0
+
+    def ring_consumed(self) -> int:
+        return 0
+
     def read_lost(self, reasons: tuple[object, ...]) -> list[int]:
         return [0] * len(reasons)
 

@@ -66,6 +66,10 @@ class Instance:
     pre: int = 0
     adj: int = 0
     known: bool = True  # False until `pre` has been counted from fdinfo
+    # The ring's producer position after the earliest read since which no
+    # call has run on it (None: one was in flight). Every record of its calls
+    # lies below it (a call is over only once its record is in the ring).
+    quiet_since: int | None = 0
 
     @property
     def owner(self) -> int:
@@ -110,6 +114,18 @@ def _calm(a: GroupState | None, b: GroupState | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return a.calls == b.calls and a.inflight == 0 and b.inflight == 0
+
+
+def _quiet_since(old: GroupState | None, new: GroupState | None, since: int | None, mark: int) -> int | None:
+    """Instance.quiet_since after a read of its state, taken with the ring's
+    producer at `mark`: kept while no call has run since, else `mark`."""
+    if new is None:
+        return 0  # no call since the probes: no records to wait for
+    if new.inflight:
+        return None
+    if since is not None and old is not None and (old.gen, old.calls, old.inflight) == (new.gen, new.calls, 0):
+        return since
+    return mark
 
 
 def _pre_steady(a: GroupState | None, b: GroupState | None) -> bool:
@@ -178,6 +194,7 @@ class Accounting:
         self.destroyed: list[tuple[int, int | None]] = []  # (group, state gen) found gone: state can go
         self.peaks: dict[tuple[int, int], tuple[int, int]] = {}  # (user_ns, uid) -> (instances, watches)
         self._now_ns = 0
+        self._applied = 0  # ring position up to which every record has been applied (see reconcile)
 
     # -- events --------------------------------------------------------------
 
@@ -311,7 +328,7 @@ class Accounting:
         inst.state = state
         return inst
 
-    def _ingest(self, files: Iterable[InstanceFile], now_ns: int) -> None:
+    def _ingest(self, files: Iterable[InstanceFile], now_ns: int, mark: int) -> None:
         holders: dict[int, list[tuple[int, int]]] = {}
         facts: dict[int, InstanceFile] = {}
         users: dict[int, UserCounts] = {}
@@ -337,10 +354,13 @@ class Accounting:
                 if inst is None:
                     continue
                 inst.state = f.state
+                inst.quiet_since = _quiet_since(None, f.state, None, mark)
             else:
+                old = inst.state
                 inst = self._take_state(inst, f.state, now_ns)
                 if inst is None:
                     continue
+                inst.quiet_since = _quiet_since(old, f.state, inst.quiet_since, mark)
             inst.holders = tuple(sorted(held))
             inst.uid, inst.ucounts, inst.user_ns = f.uid, f.ucounts, f.user_ns
             inst.q_len, inst.max_events = f.q_len, f.max_events
@@ -399,6 +419,12 @@ class Accounting:
                     "pid %d uid %d not settled: a call ran during the read (%s -> %s)", inst.owner, inst.uid, a, b
                 )
                 continue  # a call moved it during the read: next sample
+            if inst.known and not seeding and not self._records_in(inst):
+                # a call's record is still in the ring: settled with it, the
+                # wds the kernel removed would go unnamed (or a wd its own
+                # rm_watch removed would be named): the next sample does it
+                log.debug("pid %d uid %d not settled: records of its calls not yet taken", inst.owner, inst.uid)
+                continue
             was_known, old = inst.known, inst.count
             if not was_known and not seeding and not (b is not None and b.floor == 0):
                 self.corrections["instance_missed"] += 1  # the kernel side did not see it born
@@ -407,6 +433,10 @@ class Accounting:
             if was_known:
                 self._count(inst, old, truth)
             inst.watches = truth
+
+    def _records_in(self, inst: Instance) -> bool:
+        """Has the model applied every record of the instance's calls so far?"""
+        return inst.quiet_since is not None and inst.quiet_since <= self._applied
 
     def _count(self, inst: Instance, old: int, truth: dict[int, int]) -> None:
         diff = inst.count - old
@@ -438,6 +468,7 @@ class Accounting:
         full: bool = False,
         seeding: bool = False,
         now_ns: int = 0,
+        ring: tuple[int, int] = (0, 0),
     ) -> None:
         """Bring the model in line with the kernel (see the module docstring).
 
@@ -446,9 +477,12 @@ class Accounting:
         full: re-read every quiet instance's watches, not only those of users
         whose counts differ. seeding: the first reconcile; what it finds is
         not a correction. now_ns: the time stamped on the events this finds.
+        ring: the ring's producer position read just after `files`, and the
+        position up to which every record has been applied to this model.
         """
         self._now_ns = now_ns
-        self._ingest(files, now_ns)
+        mark, self._applied = ring
+        self._ingest(files, now_ns, mark)
         unknown = [i for i in self.instances.values() if not i.known]
         differing = self._differing(full)
         if differing and not seeding:

@@ -43,6 +43,15 @@ class Maps:
             got = self._ring.take(limit)
         return got
 
+    def ring_reserved(self) -> int:
+        """Where the ring's producer is now (see ringbuf.RingReader.reserved)."""
+        assert self._ring is not None, "open_ring() first"
+        return self._ring.reserved()
+
+    def ring_consumed(self) -> int:
+        assert self._ring is not None, "open_ring() first"
+        return self._ring.consumed()
+
     def read_counts(self) -> list[tuple[CountKeyC, int]]:
         table = self.bpf[b"counts"]
         out = []

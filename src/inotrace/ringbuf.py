@@ -66,6 +66,14 @@ class RingReader:
         self._consumer.value = cons
         return out
 
+    def reserved(self) -> int:
+        """The producer position: the end of every record reserved so far."""
+        return int(self._producer[0])
+
+    def consumed(self) -> int:
+        """The consumer position: the end of every record taken so far."""
+        return int(self._consumer.value)
+
     def close(self) -> None:
         self._epoll.close()
         for view in (self._producer, self._data, self._view):

@@ -62,6 +62,7 @@ class Tracer:
         self.procfs = procfs
         self.drain = Drain(self.maps)
         self._backlog: list[InotifyCall | OpenCall] = []
+        self._applied = 0  # ring position up to which every record has been applied to the model
         self.accounting = Accounting(max_instances)
         self.lock = threading.Lock()  # guards accounting
         self.refresh = Coalesced(self._sample)  # one sample at a time; scrapes arriving together share it
@@ -81,10 +82,12 @@ class Tracer:
         found. `final`: the last steps before detaching (every loss said)."""
         self.turned_at = time.monotonic()
         calls = self._backlog + self.drain.take(timeout_ms)
+        taken = self.maps.ring_consumed()
         self._backlog = []
         gaps = self.drain.gaps(force=final)
         with self.lock:
             applied = self._limits.apply(calls)
+            self._applied = taken
         if self.schedule.sample_due(time.monotonic()):
             self.refresh()
         with self.lock:
@@ -124,11 +127,21 @@ class Tracer:
 
     def _reconcile(self, full: bool = False, seeding: bool = False) -> None:
         files = self._kernel()
+        # Every record of a call that was over at the read lies below this.
+        reserved = self.maps.ring_reserved()
         # Stamped after the kernel read: an init record older than this, still
         # in flight, describes an instance this read already found.
         now_ns = time.monotonic_ns()
         acc = self.accounting
-        acc.reconcile(files, self._read_watches, self._kernel, full=full, seeding=seeding, now_ns=now_ns)
+        acc.reconcile(
+            files,
+            self._read_watches,
+            self._kernel,
+            full=full,
+            seeding=seeding,
+            now_ns=now_ns,
+            ring=(reserved, self._applied),
+        )
         self.schedule.sampled(now_ns / 1e9, full)
         self._forget_dead(now_ns / 1e9)
         # Name the owners of what this found before forgetting exited ones.
