@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,11 +217,36 @@ def serve() -> Iterator[callable]:
     yield from _serving()
 
 
-@pytest.fixture(scope="module")
-def serve_module() -> Iterator[callable]:
-    """One exporter for a whole file: it must stay exact across every test's
-    workload, as on a real host (and each start costs ~20 s under emulation)."""
-    yield from _serving()
+@contextlib.contextmanager
+def exporter_running(*extra: str) -> Iterator[tuple[Running, str]]:
+    """One exporter for the block (a wider fixture's): stopped at its end,
+    where it must exit 0."""
+    serving = _serving()
+    start = next(serving)
+    try:
+        yield start(*extra)
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(serving)
+
+
+@dataclass(frozen=True)
+class SharedExporter:
+    proc: Running
+    url: str
+    log: Path  # its --log-events file (tests select their own pids or comms)
+
+
+@pytest.fixture(scope="session")
+def shared_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedExporter]:
+    """One exporter for every test that can share it (the accounting, opens
+    and lane files): it must stay exact across all their workloads and
+    whatever else runs meanwhile, as on a real host (and under the lane's
+    emulation each start costs ~20 s). At debug: its log says what each
+    correction was."""
+    log = tmp_path_factory.mktemp("shared-exporter") / "events.jsonl"
+    with exporter_running("--top-processes=100000", f"--log-events={log}", "--log.level=debug") as (proc, url):
+        yield SharedExporter(proc, url, log)
 
 
 def log_records(path: Path, **match: object) -> list[dict]:
@@ -230,7 +256,9 @@ def log_records(path: Path, **match: object) -> list[dict]:
         return []
     # a line being written may be read half-way: only whole lines count
     lines = path.read_text().split("\n")[:-1]
-    recs = [json.loads(line) for line in lines if line.strip()]
+    # the shared exporter's log holds the whole session: parse only lines that can match
+    needles = [json.dumps(v) for v in match.values()]
+    recs = [json.loads(line) for line in lines if line.strip() and all(n in line for n in needles)]
     return [r for r in recs if all(r.get(k) == v for k, v in match.items())]
 
 

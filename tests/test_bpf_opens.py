@@ -22,6 +22,8 @@ from conftest import (
     PROBES,
     WORKLOADS,
     Running,
+    SharedExporter,
+    expected_backend,
     http_get,
     kernel_has_fentry,
     kernel_has_kprobes,
@@ -45,18 +47,12 @@ def samples(url: str, name: str, **match: str) -> dict[tuple[tuple[str, str], ..
     return out
 
 
-@pytest.fixture(scope="module")
-def shared(serve_module) -> tuple[Running, str]:
-    return serve_module()
-
-
 @pytest.fixture
-def url(shared: tuple[Running, str]) -> str:
-    """The file's one exporter: every test counts its own unique comm, so
+def url(shared_exporter: SharedExporter) -> str:
+    """The shared exporter: every test counts its own unique comm, so
     counters the others added cannot leak into its exact comparisons."""
-    proc, address = shared
-    proc.assert_alive()
-    return address
+    shared_exporter.proc.assert_alive()
+    return shared_exporter.url
 
 
 @pytest.fixture
@@ -67,42 +63,81 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+class OpensTrace:
+    """The file's one `trace --opens`, filtering in the kernel on one comm
+    per test that streams opens (a start costs ~20 s under the lane's
+    emulation); a thread keeps every line it prints."""
+
+    def __init__(self) -> None:
+        self.comms = {role: unique_comm(role) for role in ("op", "flt", "kop")}
+        self.tr = Running(["trace", "--opens", *(f"--comm={c}" for c in self.comms.values())])
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.tr.wait_for_log("tracing inotify calls")
+
+    def _read(self) -> None:
+        for line in self.tr.proc.stdout:  # type: ignore[union-attr]
+            self.lines.append(line)
+
+    def opens(self, comm: str) -> list[dict]:
+        recs = (json.loads(x) for x in list(self.lines) if f'"comm":"{comm}"' in x.replace(" ", ""))
+        return [r for r in recs if r["event"] == "open"]
+
+    def wait_opens(self, comm: str, count: int, timeout: float = 15) -> list[dict]:
+        """Exactly `count` open records of `comm` once that many are out."""
+        deadline = time.monotonic() + timeout
+        while len(got := self.opens(comm)) < count and time.monotonic() < deadline:
+            self.tr.assert_alive()
+            time.sleep(0.05)
+        assert len(got) == count, f"{len(got)} open records of {comm}, wanted {count}: {got[-5:]}"
+        return got
+
+    def stop(self) -> None:
+        """Every open record the trace took off the ring, it printed: the
+        kernel filtered out every other open (a noisy neighbour's among them)."""
+        assert terminate(self.tr.proc) == 0, self.tr.err_text()
+        self.reader.join(timeout=30)
+        err = self.tr.err_text()
+        self.tr.stderr.close()
+        taken = re.search(r"took (\d+) records from the kernel \((\d+) opens, 0 undecodable\)", err)
+        assert taken, err
+        printed = sum('"event":"open"' in x.replace(" ", "") for x in self.lines)
+        assert int(taken.group(2)) == printed, err
+
+
+@pytest.fixture(scope="module")
+def opens_trace() -> Iterator[OpensTrace]:
+    tr = OpensTrace()
+    yield tr
+    tr.stop()
+
+
 def build(source: str, out: Path, *flags: str) -> Path:
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(WORKLOADS / source), *flags], check=True)
     return out
 
 
-def test_opens_are_counted_exactly_and_streamed(url: str, workdir: Path) -> None:
-    comm = unique_comm("op")
-    tr = Running(["trace", "--opens", f"--comm={comm}"])
-    try:
-        tr.wait_for_log("tracing inotify calls")
-        script = workdir / "opens.py"
-        shutil.copy(WORKLOADS / "opens.py", script)
-        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        out = subprocess.run(
-            [*cmd, "/usr/bin/python3", str(script), comm, str(workdir)], check=False, capture_output=True, text=True
-        )
-        assert out.returncode == 0, out.stderr
-        did = json.loads(out.stdout)
-        assert did["ok"] == 23 and did["errors"] == {"ENOENT": 11, "ENOTDIR": 3, "EACCES": 2, "EEXIST": 1}
+def test_opens_are_counted_exactly_and_streamed(url: str, opens_trace: OpensTrace, workdir: Path) -> None:
+    comm = opens_trace.comms["op"]
+    script = workdir / "opens.py"
+    shutil.copy(WORKLOADS / "opens.py", script)
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    out = subprocess.run(
+        [*cmd, "/usr/bin/python3", str(script), comm, str(workdir)], check=False, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    did = json.loads(out.stdout)
+    assert did["ok"] == 23 and did["errors"] == {"ENOENT": 11, "ENOTDIR": 3, "EACCES": 2, "EEXIST": 1}
 
-        # the workload has exited, so every open's exit hook has run: counted, read at this scrape
-        ok = samples(url, "inotrace_opens_total", comm=comm, uid=str(NOBODY))
-        assert ok == {(("origin", "user"),): 23}
-        errs = samples(url, "inotrace_open_errors_total", comm=comm, uid=str(NOBODY))
-        assert {dict(k)["errno"]: v for k, v in errs.items()} == did["errors"]
-        # the stream: one record per open, batched; the kernel's ret and the caller's path
-        deadline = time.monotonic() + 10
-        recs: list[dict] = []
-        while len(recs) < 40 and time.monotonic() < deadline:
-            line = tr.proc.stdout.readline()  # type: ignore[union-attr]
-            rec = json.loads(line)
-            if rec["event"] == "open":
-                recs.append(rec)
-    finally:
-        assert tr.stop() == 0
-    assert len(recs) == 40
+    # the workload has exited, so every open's exit hook has run: counted, read at this scrape
+    ok = samples(url, "inotrace_opens_total", comm=comm, uid=str(NOBODY))
+    assert ok == {(("origin", "user"),): 23}
+    errs = samples(url, "inotrace_open_errors_total", comm=comm, uid=str(NOBODY))
+    assert {dict(k)["errno"]: v for k, v in errs.items()} == did["errors"]
+    # the stream: one record per open, batched; the kernel's ret and the caller's path
+    recs = opens_trace.wait_opens(comm, 40)
+    backend = expected_backend("open")
     by_call: dict[str, int] = {}
     for r in recs:
         by_call[r["syscall"]] = by_call.get(r["syscall"], 0) + 1
@@ -111,10 +146,10 @@ def test_opens_are_counted_exactly_and_streamed(url: str, workdir: Path) -> None
             NOBODY,
             NOBODY,
             "user",
-            PROBES if PROBES in ("kprobe", "fentry") else "tracepoint",
+            backend,
         )
         assert r["user_memory"] == ["args.pathname"] and "args.pathname" in r["untrusted"]
-    if PROBES in ("kprobe", "fentry"):
+    if backend in ("kprobe", "fentry"):
         # one exit hook on do_sys_openat2 sees open, openat, openat2 and creat alike
         assert by_call == {"do_sys_openat2": 40}
     else:
@@ -148,35 +183,61 @@ def _opener(comm: str, opens: int) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("by", ["comm", "pid"])
-def test_trace_filters_opens_in_the_kernel(by: str) -> None:
-    """`trace --opens --comm X` (or --pid): the kernel streams X's opens and no
-    others (opensnoop's trace_allowed()), so a noisy neighbour's 2000 opens
-    never reach user space: the trace's own count of open records taken off the
-    ring is exactly X's 100, and so is what it prints."""
+def _opens_of(comm: str, noise: int) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Two openers, each ready and waiting: `comm` (100 opens) and a noisy neighbour (`noise` opens)."""
+    mine, loud = _opener(comm, 100), _opener(unique_comm("noise"), noise)
+    for p in (loud, mine):
+        assert p.stdout.readline() == "ready\n"  # type: ignore[union-attr]
+    return mine, loud
+
+
+def _go(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    for p in procs:
+        assert p.stdout.readline() == "done\n"  # type: ignore[union-attr]
+
+
+def _end(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_trace_filters_opens_in_the_kernel(opens_trace: OpensTrace) -> None:
+    """`trace --opens --comm X` (opensnoop's trace_allowed()): the kernel
+    streams X's opens and no others, so a noisy neighbour's 2000 opens never
+    reach user space. The trace prints X's 100, and when it stops, the count
+    of open records it took off the ring is what it printed (OpensTrace.stop)."""
+    comm = opens_trace.comms["flt"]
+    mine, loud = _opens_of(comm, 2000)
+    try:
+        _go(loud, mine)
+    finally:
+        _end(mine, loud)
+    opens = opens_trace.wait_opens(comm, 100)
+    assert {(r["comm"], r["pid"]) for r in opens} == {(comm, mine.pid)}
+
+
+def test_trace_filters_opens_by_pid_in_the_kernel() -> None:
+    """`trace --opens --pid N`: the same, by pid; the trace's own count of
+    open records taken off the ring is exactly N's 100."""
     comm = unique_comm("flt")
-    mine, noise = _opener(comm, 100), _opener(unique_comm("noise"), 2000)
+    mine, loud = _opens_of(comm, 2000)
     lines: list[str] = []
     try:
-        for p in (noise, mine):
-            assert p.stdout.readline() == "ready\n"  # type: ignore[union-attr]
-        tr = Running(["trace", "--opens", f"--comm={comm}" if by == "comm" else f"--pid={mine.pid}"])
+        tr = Running(["trace", "--opens", f"--pid={mine.pid}"])
         reader = threading.Thread(target=lambda: lines.extend(tr.proc.stdout), daemon=True)  # type: ignore[arg-type]
         reader.start()
         tr.wait_for_log("tracing inotify calls")
-        for p in (noise, mine):
-            p.stdin.write("go\n")  # type: ignore[union-attr]
-            p.stdin.flush()  # type: ignore[union-attr]
-        for p in (noise, mine):
-            assert p.stdout.readline() == "done\n"  # type: ignore[union-attr]
+        _go(loud, mine)
         assert terminate(tr.proc) == 0
         reader.join(timeout=30)
         err = tr.err_text()
         tr.stderr.close()
     finally:
-        for p in (mine, noise):
-            p.kill()
-            p.wait()
+        _end(mine, loud)
     opens = [json.loads(x) for x in lines if '"event":"open"' in x.replace(" ", "")]
     assert len(opens) == 100 and {(r["comm"], r["pid"]) for r in opens} == {(comm, mine.pid)}
     taken = re.search(r"took (\d+) records from the kernel \((\d+) opens, 0 undecodable\)", err)
@@ -270,36 +331,35 @@ def _kernel_opens(workdir: Path, name: str) -> int:
     return victim
 
 
-def test_kernel_opens_exec_and_core_dump(url: str, workdir: Path) -> None:
+def test_kernel_opens_exec_and_core_dump(url: str, opens_trace: OpensTrace, workdir: Path) -> None:
     """Opens no syscall asked for: exec's binary and interpreter (and an exec
     of a missing file), and a core-dump file. The fentry and kprobe backends
     see them at do_filp_open, origin `kernel`, once each, under the comm that
     was running (the exec's opens come before the new comm); the stream
     carries the kernel's own copy of each path. The syscall tracepoints
     cannot see them at all: the tracepoint backend counts none (its blind
-    spot, as the README says)."""
-    name = unique_comm("kop")
-    lines: list[str] = []
-    tr = Running(["trace", "--opens", f"--comm={name}"])
+    spot, as the README says). A last open of /dev/null by a process of the
+    same comm closes the stream: what came before it is all there is."""
+    name = opens_trace.comms["kop"]
+    victim = _kernel_opens(workdir, name)
+    last = _opener(name, 1)
     try:
-        reader = threading.Thread(target=lambda: lines.extend(tr.proc.stdout), daemon=True)  # type: ignore[arg-type]
-        reader.start()
-        tr.wait_for_log("tracing inotify calls")
-        victim = _kernel_opens(workdir, name)
-        assert terminate(tr.proc) == 0
-        reader.join(timeout=30)
+        assert last.stdout.readline() == "ready\n"  # type: ignore[union-attr]
+        _go(last)
     finally:
-        tr.stop()
+        _end(last)
+    backend = _kernel_open_backend()
+    recs = opens_trace.wait_opens(name, 1 if backend is None else 5)
+    assert [(r["pid"], r["origin"], r["args"]["pathname"]) for r in recs[-1:]] == [(last.pid, "user", "/dev/null")]
+    recs = recs[:-1]
     opens = samples(url, "inotrace_opens_total", comm=name, uid="0")
     errors = samples(url, "inotrace_open_errors_total", comm=name, uid="0")
-    recs = [json.loads(x) for x in lines if '"event":"open"' in x.replace(" ", "")]
-    backend = _kernel_open_backend()
     if backend is None:
-        assert (opens, errors, recs) == ({}, {}, [])
+        assert (opens, errors, recs) == ({(("origin", "user"),): 1}, {}, [])
         # the probe is not there at all: no row says it failed either
         assert samples(url, "inotrace_probe_attached", probe="kernel_open") == {}
         return
-    assert opens == {(("origin", "kernel"),): 3}
+    assert opens == {(("origin", "kernel"),): 3, (("origin", "user"),): 1}
     assert errors == {(("errno", "ENOENT"),): 1}
     got = sorted((r["args"]["pathname"], r["errno"], r["origin"], r["syscall"], r["user_memory"]) for r in recs)
     assert got == sorted(

@@ -8,7 +8,6 @@ host (6.18 here, no kprobes) with the default backend. Nothing is skipped
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from conftest import (
     NOBODY,
     PROBES,
+    SharedExporter,
     assert_one_line_error,
     expected_backend,
     http_get,
@@ -24,6 +24,7 @@ from conftest import (
     run_cli,
     run_workload,
     unique_comm,
+    wait_for_records,
 )
 from test_bpf_inotify import EXPECTED, counts_for, samples
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.bpf
 REQUIRED = ("inotify_init1", "inotify_add_watch", "inotify_rm_watch")
 
 
-def test_requested_backend_attaches_and_counts_exactly(serve, tmp_path) -> None:
+def test_requested_backend_attaches_and_counts_exactly(request: pytest.FixtureRequest) -> None:
     """Every required probe attached with the backend asked for (auto: the one
     that works here); through it the workload is counted exactly, every audit
     record names that backend, and the start-up self-test (BTF offsets checked
@@ -47,8 +48,9 @@ def test_requested_backend_attaches_and_counts_exactly(serve, tmp_path) -> None:
         res = run_cli("trace", "--probes", "fentry")
         assert_one_line_error(res, "cannot attach probe inotify_init1 (fentry: cannot attach fentry to __x64_sys_")
         return
-    log = tmp_path / "events.jsonl"
-    proc, url = serve(f"--log-events={log}")
+    shared_exporter: SharedExporter = request.getfixturevalue("shared_exporter")  # a backend that can start
+    proc, url = shared_exporter.proc, shared_exporter.url
+    proc.assert_alive()
     assert "self-test passed" in proc.err_text(), proc.err_text()
     status, text = http_get(url + "/metrics")
     assert status == 200
@@ -66,12 +68,9 @@ def test_requested_backend_attaches_and_counts_exactly(serve, tmp_path) -> None:
     assert counts_for(text, comm) == EXPECTED
     lost = sum(v for n, _lb, v in samples(text) if n == "inotrace_events_lost_total")
     assert lost == 0
-    assert proc.stop() == 0
     # The audit stream, record by record: the kprobe front end reads the
     # arguments from the caller's saved registers, so they are checked too.
-    logged = [json.loads(x) for x in log.read_text().splitlines() if f'"comm":"{comm}"' in x]
-    mine = [r for r in logged if r["event"] == "syscall"]
-    assert len(mine) == len(done["calls"]), (len(mine), len(done["calls"]))
+    mine = wait_for_records(shared_exporter.log, len(done["calls"]), comm=comm, event="syscall")
     for rec, call in zip(mine, done["calls"], strict=True):
         assert (rec["syscall"], rec["backend"], rec["pid"]) == (call["syscall"], chosen[call["syscall"]], done["pid"])
         assert rec["ret"] == (call["ret"] if call["ret"] >= 0 else -call["errno"]), (rec, call)
