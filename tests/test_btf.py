@@ -55,20 +55,23 @@ def test_every_offset_matches_a_c_compiler(tmp_path: Path) -> None:
     assert resolve_offsets(VMLINUX) == want
 
 
-def bpftool_struct_size(name: str) -> int:
+def bpftool_struct_sizes(*names: str) -> list[int]:
     # bpftool's raw dump, not its C: the C loses sized enums (6.18's inode holds
     # a one-byte `enum rw_hint`, which gcc lays out in four, 8 bytes too many)
     dump = subprocess.run(
         ["bpftool", "btf", "dump", "file", VMLINUX], capture_output=True, text=True, check=True, timeout=120
     ).stdout
-    (size,) = re.findall(rf"^\[\d+\] STRUCT '{name}' size=(\d+) ", dump, re.MULTILINE)
-    return int(size)
+    sizes = []
+    for name in names:
+        (size,) = re.findall(rf"^\[\d+\] STRUCT '{name}' size=(\d+) ", dump, re.MULTILINE)
+        sizes.append(int(size))
+    return sizes
 
 
 def test_watch_cost_is_the_kernels_own() -> None:
     # INOTIFY_WATCH_COST, behind inotrace_user_inotify_watch_memory_bytes
-    want = bpftool_struct_size("inotify_inode_mark") + 2 * bpftool_struct_size("inode")
-    assert inotify_watch_cost(VMLINUX) == want > 0
+    mark, inode = bpftool_struct_sizes("inotify_inode_mark", "inode")
+    assert inotify_watch_cost(VMLINUX) == mark + 2 * inode > 0
     assert inotify_watch_cost("/nonexistent") is None
 
 
