@@ -103,14 +103,8 @@ def planned(status: Path) -> list[tuple[str, str, str]]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[1] == "--markdown":
-        print(markdown(json.loads(Path(argv[2]).read_text())), end="")
-        return 0
-    if len(argv) != 2 or not Path(argv[1]).is_dir():
-        print("usage: matrix.py RESULTS_DIR | --markdown MATRIX_JSON", file=sys.stderr)
-        return 2
-    results = Path(argv[1])
+def collect(results: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every cell of the run: its junit file, or why there is none."""
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(results.glob("junit-*.xml")):
         kernel, _, backend = path.stem.removeprefix("junit-").rpartition("-")
@@ -128,41 +122,44 @@ def main(argv: list[str]) -> int:
         kernel, _, backend = line.partition(" ")
         if backend and (kernel, backend) not in cells:
             cells[(kernel, backend)] = {"broken": "not run (its kernel did not boot, or the lane ran out of time)"}
-    ok = bool(cells)
+    return cells
+
+
+def passed(cell: dict[str, Any]) -> bool:
+    return "broken" not in cell and cell["failed"] + cell["errors"] + cell["skipped"] == 0 and cell["passed"] > 0
+
+
+def print_table(ordered: list[tuple[tuple[str, str], dict[str, Any]]]) -> None:
     rows = []
-    for (kernel, backend), cell in sorted(cells.items(), key=lambda kv: cell_order(*kv[0])):
+    for (kernel, backend), cell in ordered:
         if "broken" in cell:
-            ok = False
             rows.append((kernel, backend, "-", "-", "-", "-", "-", "NO RESULT: " + cell["broken"]))
             continue
-        bad = cell["failed"] + cell["errors"] + cell["skipped"]
-        ok = ok and bad == 0 and cell["passed"] > 0
-        verdict = "ok" if bad == 0 and cell["passed"] > 0 else "FAIL"
-        rows.append(
-            (
-                kernel,
-                backend,
-                str(cell["passed"]),
-                str(cell["failed"]),
-                str(cell["errors"]),
-                str(cell["skipped"]),
-                f"{cell['seconds']:.0f}s",
-                verdict,
-            )
-        )
+        counts = [str(cell[k]) for k in ("passed", "failed", "errors", "skipped")]
+        rows.append((kernel, backend, *counts, f"{cell['seconds']:.0f}s", "ok" if passed(cell) else "FAIL"))
     header = ("kernel", "backend", "passed", "failed", "errors", "skipped", "time", "result")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip())
-    for (kernel, backend), cell in sorted(cells.items(), key=lambda kv: cell_order(*kv[0])):
+    for (kernel, backend), cell in ordered:
         for problem in cell.get("problems", []):
             print(f"  [{kernel} {backend}] {problem}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--markdown":
+        print(markdown(json.loads(Path(argv[2]).read_text())), end="")
+        return 0
+    if len(argv) != 2 or not Path(argv[1]).is_dir():
+        print("usage: matrix.py RESULTS_DIR | --markdown MATRIX_JSON", file=sys.stderr)
+        return 2
+    results = Path(argv[1])
+    ordered = sorted(collect(results).items(), key=lambda kv: cell_order(*kv[0]))
+    ok = bool(ordered) and all(passed(cell) for _, cell in ordered)
+    print_table(ordered)
     host = results / "status-host"
     host_kernel = next((k for k, _, _ in planned(host)), None) if host.exists() else None
-    matrix = [
-        {"kernel": k, "backend": b, "host": k == host_kernel, **cell}
-        for (k, b), cell in sorted(cells.items(), key=lambda kv: cell_order(*kv[0]))
-    ]
+    matrix = [{"kernel": k, "backend": b, "host": k == host_kernel, **cell} for (k, b), cell in ordered]
     (results / "matrix.json").write_text(json.dumps({"ok": ok, "cells": matrix}, indent=2) + "\n")
     return 0 if ok else 1
 
