@@ -20,7 +20,10 @@ never make them wrong:
   burst the difference is the calls in flight, and nothing is re-read.
 
 The records still feed the audit stream and each instance's wd -> mask map
-(whose masks the watch_removed events carry). Every correction is counted by
+(whose masks the watch_removed events carry). So that map is whole when a
+read of fdinfo is compared with it, an instance is settled only once every
+record of the calls before the read has been applied (Instance.quiet_since:
+a call counts as over only after its record is in the ring). Every correction is counted by
 kind, so drift is visible, never hidden. What reconciling finds that no
 syscall said (an instance destroyed, a watch removed by the kernel, a queue
 that overflowed) is queued in `events` for the audit stream.
