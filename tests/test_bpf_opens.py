@@ -64,13 +64,14 @@ def workdir() -> Iterator[Path]:
 
 
 class OpensTrace:
-    """The file's one `trace --opens`, filtering in the kernel on one comm
-    per test that streams opens (a start costs ~20 s under the lane's
-    emulation); a thread keeps every line it prints."""
+    """A `trace --opens` filtering in the kernel on `comms` (role -> comm) or
+    on `pid`; a thread keeps every line it prints. The file shares one (a
+    start costs ~20 s under the lane's emulation), one comm per test."""
 
-    def __init__(self) -> None:
-        self.comms = {role: unique_comm(role) for role in ("op", "flt", "kop")}
-        self.tr = Running(["trace", "--opens", *(f"--comm={c}" for c in self.comms.values())])
+    def __init__(self, comms: dict[str, str] | None = None, pid: int | None = None) -> None:
+        self.comms = comms or {}
+        filters = [f"--comm={c}" for c in self.comms.values()] + ([f"--pid={pid}"] if pid is not None else [])
+        self.tr = Running(["trace", "--opens", *filters])
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -80,8 +81,10 @@ class OpensTrace:
         for line in self.tr.proc.stdout:  # type: ignore[union-attr]
             self.lines.append(line)
 
-    def opens(self, comm: str) -> list[dict]:
-        recs = (json.loads(x) for x in list(self.lines) if f'"comm":"{comm}"' in x.replace(" ", ""))
+    def opens(self, comm: str | None = None) -> list[dict]:
+        """The open records printed so far (of `comm`)."""
+        want = '"event":"open"' if comm is None else f'"comm":"{comm}"'
+        recs = (json.loads(x) for x in list(self.lines) if want in x.replace(" ", ""))
         return [r for r in recs if r["event"] == "open"]
 
     def wait_opens(self, comm: str, count: int, timeout: float = 15) -> list[dict]:
@@ -93,22 +96,23 @@ class OpensTrace:
         assert len(got) == count, f"{len(got)} open records of {comm}, wanted {count}: {got[-5:]}"
         return got
 
-    def stop(self) -> None:
+    def stop(self) -> int:
         """Every open record the trace took off the ring, it printed: the
-        kernel filtered out every other open (a noisy neighbour's among them)."""
+        kernel filtered out every other open (a noisy neighbour's among
+        them). Returns how many it took."""
         assert terminate(self.tr.proc) == 0, self.tr.err_text()
         self.reader.join(timeout=30)
         err = self.tr.err_text()
         self.tr.stderr.close()
         taken = re.search(r"took (\d+) records from the kernel \((\d+) opens, 0 undecodable\)", err)
         assert taken, err
-        printed = sum('"event":"open"' in x.replace(" ", "") for x in self.lines)
-        assert int(taken.group(2)) == printed, err
+        assert int(taken.group(2)) == len(self.opens()), err
+        return int(taken.group(2))
 
 
 @pytest.fixture(scope="module")
 def opens_trace() -> Iterator[OpensTrace]:
-    tr = OpensTrace()
+    tr = OpensTrace(comms={role: unique_comm(role) for role in ("op", "flt", "kop")})
     yield tr
     tr.stop()
 
@@ -225,24 +229,17 @@ def test_trace_filters_opens_by_pid_in_the_kernel() -> None:
     open records taken off the ring is exactly N's 100."""
     comm = unique_comm("flt")
     mine, loud = _opens_of(comm, 2000)
-    lines: list[str] = []
     try:
-        tr = Running(["trace", "--opens", f"--pid={mine.pid}"])
-        reader = threading.Thread(target=lambda: lines.extend(tr.proc.stdout), daemon=True)  # type: ignore[arg-type]
-        reader.start()
-        tr.wait_for_log("tracing inotify calls")
-        _go(loud, mine)
-        assert terminate(tr.proc) == 0
-        reader.join(timeout=30)
-        err = tr.err_text()
-        tr.stderr.close()
+        tr = OpensTrace(pid=mine.pid)
+        try:
+            _go(loud, mine)
+        finally:
+            taken = tr.stop()
     finally:
         _end(mine, loud)
-    opens = [json.loads(x) for x in lines if '"event":"open"' in x.replace(" ", "")]
+    opens = tr.opens()
     assert len(opens) == 100 and {(r["comm"], r["pid"]) for r in opens} == {(comm, mine.pid)}
-    taken = re.search(r"took (\d+) records from the kernel \((\d+) opens, 0 undecodable\)", err)
-    assert taken, err
-    assert int(taken.group(2)) == 100, err
+    assert taken == 100
 
 
 def test_io_uring_opens_inline_and_by_a_worker(url: str, workdir: Path) -> None:
